@@ -1,0 +1,28 @@
+"""Test configuration: shared real-data fixture, deterministic tiny settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from monai_synth.utils.shared_data import SHARED_ENV, shared_root
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data folder ``<shared>/data``.
+
+    Skips with a reason when it is absent on a user's machine; fails when ``$MONAI_SYNTH_SHARED`` is set
+    (as in CI) but does not hold the data, so CI can never silently skip real-data tests.
+    """
+    root = shared_root()
+    if root is None or not (root / "data").is_dir():
+        if os.environ.get(SHARED_ENV):
+            pytest.fail(f"${SHARED_ENV}={os.environ[SHARED_ENV]!r} is set but has no data/ folder.")
+        pytest.skip(f"real shared data not available: set ${SHARED_ENV} to the folder holding data/")
+    return root / "data"
