@@ -60,3 +60,26 @@ __all__ = [
     "write_datalist_json",
     "write_demo_dicom",
 ]
+
+from .writers import (  # noqa: E402  (synthetic image writers, issue 3)
+    ImageFormat,
+    to_uint8,
+    to_unit_range,
+    write_image,
+    write_nifti,
+    write_png,
+    write_synthetic_dicom,
+)
+
+__all__ += [
+    "ImageFormat",
+    "to_uint8",
+    "to_unit_range",
+    "write_image",
+    "write_nifti",
+    "write_png",
+    "write_synthetic_dicom",
+]
+from .annotations import BoundingBox, VOCAnnotation, boxes_to_mask, load_voc_annotations, read_voc_xml  # noqa: E402
+
+__all__ += ["BoundingBox", "VOCAnnotation", "boxes_to_mask", "load_voc_annotations", "read_voc_xml"]

@@ -1,0 +1,209 @@
+"""Writers for synthetic images: 8-bit PNG, NIfTI and DICOM marked as derived/synthetic, each written atomically.
+
+All writers take one image ``(C, H, W)`` or ``(H, W)`` with intensities in [0, 1] (use :func:`to_unit_range` for
+model outputs in [-1, 1]), write to a temporary file in the destination folder and ``os.replace`` it into place, so
+an interrupted run never leaves a half-written image.
+
+Orientation: PNG and DICOM store rows x columns as given; NIfTI stores the transpose (x = columns, y = rows), so that
+MONAI's ``LoadImage`` returns the same array for the PNG and the NIfTI of one sample.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import NdarrayOrTensor
+from monai.utils import StrEnum, optional_import
+
+from monai_synth.utils.io import atomic_path
+
+pydicom, has_pydicom = optional_import("pydicom")
+nib, has_nib = optional_import("nibabel")
+Image, has_pil = optional_import("PIL.Image")
+
+__all__ = [
+    "ImageFormat",
+    "FORMAT_SUFFIX",
+    "SECONDARY_CAPTURE_SOP_CLASS",
+    "to_unit_range",
+    "to_uint8",
+    "write_png",
+    "write_nifti",
+    "write_synthetic_dicom",
+    "write_image",
+]
+
+logger = logging.getLogger(__name__)
+
+SECONDARY_CAPTURE_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+DEIDENTIFICATION_NOTE = "SYNTHETIC: diffusion model output (monai_synth), no patient data"
+
+
+class ImageFormat(StrEnum):
+    """Output formats of :func:`write_image`."""
+
+    PNG = "png"
+    NIFTI = "nifti"
+    DICOM = "dicom"
+
+
+FORMAT_SUFFIX = {ImageFormat.PNG: ".png", ImageFormat.NIFTI: ".nii.gz", ImageFormat.DICOM: ".dcm"}
+
+
+def _check_format(fmt: str) -> ImageFormat:
+    options = {m.value for m in ImageFormat}
+    if str(fmt).lower() not in options:
+        raise ValueError(f"`formats` entries must be in {sorted(options)}, got {fmt!r}.")
+    return ImageFormat(str(fmt).lower())
+
+
+def to_unit_range(x: NdarrayOrTensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """Map ``value_range`` linearly to [0, 1] and clip (model outputs in [-1, 1] -> ``(x + 1) / 2``)."""
+    arr = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+    lo, hi = value_range
+    return np.clip((arr - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def to_uint8(image01: np.ndarray) -> np.ndarray:
+    """[0, 1] -> uint8 with rounding (``round(255 x)``)."""
+    return np.round(np.clip(image01, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _as_2d(image01: np.ndarray, writer: str) -> np.ndarray:
+    arr = np.asarray(image01)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise ValueError(f"{writer} writes single-channel 2D images (1, H, W) or (H, W), got shape {arr.shape}.")
+    return arr
+
+
+def write_png(image01: np.ndarray, path: str | os.PathLike) -> Path:
+    """8-bit grayscale PNG, written atomically."""
+    if not has_pil:
+        raise ImportError("write_png needs Pillow: pip install pillow.")
+    arr = to_uint8(_as_2d(image01, "write_png"))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr, mode="L").save(tmp, format="PNG")
+    return path
+
+
+def write_nifti(image01: np.ndarray, path: str | os.PathLike) -> Path:
+    """float32 NIfTI-1 in [0, 1] (identity affine; gzip when the name ends ``.gz``), written atomically."""
+    if not has_nib:
+        raise ImportError("write_nifti needs nibabel: pip install nibabel.")
+    arr = _as_2d(image01, "write_nifti").astype(np.float32).T  # x = columns, y = rows
+    img = nib.Nifti1Image(np.ascontiguousarray(arr), affine=np.eye(4))
+    img.header.set_xyzt_units("mm")
+    img.header["descrip"] = b"SYNTHETIC monai_synth"
+    data = img.to_bytes()
+    path = Path(path)
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def write_synthetic_dicom(
+    image01: np.ndarray,
+    path: str | os.PathLike,
+    study_uid: str,
+    series_uid: str,
+    label: int | None = None,
+    class_name: str | None = None,
+    instance_number: int = 1,
+    modality: str = "OT",
+    series_description: str = "SYNTHETIC diffusion samples",
+) -> Path:
+    """8-bit Secondary Capture DICOM, marked derived/synthetic, with no identifiers from any real study.
+
+    Markers: ImageType ``DERIVED\\SECONDARY``, ConversionType ``SYN`` (synthetic image), PatientName and PatientID
+    ``SYNTHETIC``, PatientIdentityRemoved ``YES``, DeidentificationMethod (a synthetic note), BurnedInAnnotation
+    ``NO``, and a fresh SOP Instance UID (``pydicom.uid.generate_uid``). Study and Series UIDs are passed in so that
+    one generation run forms one study with one series per class.
+
+    Args:
+        image01: ``(1, H, W)`` or ``(H, W)`` in [0, 1].
+        path: destination ``.dcm``.
+        study_uid, series_uid: UIDs shared by the images of a run / class (new ones from ``generate_uid``).
+        label: class index, stored in ImageComments.
+        class_name: class name, stored in ImageComments.
+        instance_number: InstanceNumber.
+        modality: DICOM Modality (``"OT"`` other by default).
+        series_description: SeriesDescription.
+    """
+    if not has_pydicom:
+        raise ImportError("write_synthetic_dicom needs pydicom: pip install pydicom.")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    arr = to_uint8(_as_2d(image01, "write_synthetic_dicom"))
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE_SOP_CLASS
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ds.SOPClassUID = SECONDARY_CAPTURE_SOP_CLASS
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.ConversionType = "SYN"
+    ds.Modality = modality
+    ds.PatientName = "SYNTHETIC"
+    ds.PatientID = "SYNTHETIC"
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = DEIDENTIFICATION_NOTE
+    ds.BurnedInAnnotation = "NO"
+    ds.StudyID = "SYNTH"
+    ds.StudyDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.StudyTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.SeriesNumber = 1 if label is None else int(label) + 1
+    ds.InstanceNumber = int(instance_number)
+    ds.SeriesDescription = series_description
+    comment = "SYNTHETIC"
+    if label is not None:
+        comment += f"; label={int(label)}"
+    if class_name is not None:
+        comment += f"; class={class_name}"
+    ds.ImageComments = comment
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = arr.shape
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = arr.tobytes()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+    return path
+
+
+def write_image(
+    image01: np.ndarray, path: str | os.PathLike, fmt: str | ImageFormat, dicom_kwargs: Mapping | None = None
+) -> Path:
+    """Dispatch to :func:`write_png`, :func:`write_nifti` or :func:`write_synthetic_dicom`."""
+    fmt = _check_format(fmt)
+    if fmt == ImageFormat.PNG:
+        return write_png(image01, path)
+    if fmt == ImageFormat.NIFTI:
+        return write_nifti(image01, path)
+    return write_synthetic_dicom(image01, path, **dict(dicom_kwargs or {}))

@@ -1,0 +1,411 @@
+"""Diffusion training on MONAI's ``SupervisedTrainer``: losses, prepare-batch strategy, default network, builder.
+
+Intensity convention: the model works on images in [-1, 1] (Ho et al. 2020, Sec. 3.3); datasets in [0, 1] are mapped
+with ``x * 2 - 1`` (``ScaleIntensityRanged(a_min=0, a_max=1, b_min=-1, b_max=1)``) before batching, and generated
+images are mapped back with ``(x + 1) / 2`` by the writers.
+
+Batch dictionaries carry ``"image"`` (float tensor ``(B, C, *spatial)`` in [-1, 1]) and, for class-conditional
+models, ``"label"`` (integer class in ``[0, num_classes)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import DiffusionPrepareBatch
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, Scheduler
+from monai.utils import StrEnum
+
+from monai_synth.handlers.checkpoint import CheckpointResumer, CheckpointSaver
+from monai_synth.handlers.ema import EMAHandler, create_ema_model
+from monai_synth.handlers.sample_grid import SampleGridHandler
+from monai_synth.handlers.training import GradientClipHandler, ThroughputHandler
+from monai_synth.inferers.class_conditioned import ClassConditionedDiffusionInferer
+
+__all__ = [
+    "DiffusionLoss",
+    "SchedulerKind",
+    "get_loss_function",
+    "diffusion_target",
+    "ClassConditionedPrepareBatch",
+    "build_diffusion_unet",
+    "build_scheduler",
+    "build_diffusion_trainer",
+    "is_rank0",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class DiffusionLoss(StrEnum):
+    """Denoising losses: L1 (seed 000), L2 (seeds 001/003, Ho et al. 2020 Eq. 14), Huber (seed 002)."""
+
+    L1 = "l1"
+    L2 = "l2"
+    HUBER = "huber"
+
+
+class SchedulerKind(StrEnum):
+    """Noise schedulers from MONAI."""
+
+    DDPM = "ddpm"
+    DDIM = "ddim"
+
+
+def get_loss_function(name: str | DiffusionLoss, huber_delta: float = 1.0) -> torch.nn.Module:
+    """The element-wise-mean loss module for ``name``.
+
+    Args:
+        name: one of :class:`DiffusionLoss` (``"l1"``, ``"l2"``, ``"huber"``; case-insensitive).
+        huber_delta: Huber transition point ``delta`` (quadratic below, linear above).
+
+    Returns:
+        ``nn.L1Loss()``, ``nn.MSELoss()`` or ``nn.HuberLoss(delta=huber_delta)``.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    key = str(name).lower()
+    options = {m.value for m in DiffusionLoss}
+    if key not in options:
+        raise ValueError(f"`loss` must be one of {sorted(options)}, got {name!r}.")
+    if key == DiffusionLoss.L1:
+        return torch.nn.L1Loss()
+    if key == DiffusionLoss.L2:
+        return torch.nn.MSELoss()
+    return torch.nn.HuberLoss(delta=float(huber_delta))
+
+
+def diffusion_target(
+    scheduler: Scheduler, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """Regression target for the scheduler's ``prediction_type``.
+
+    ``epsilon`` -> ``noise`` (Ho et al. 2020, Eq. 14); ``v_prediction`` -> ``v = sqrt(abar_t) eps - sqrt(1-abar_t) x_0``
+    (Salimans & Ho 2022, Sec. 4) via ``scheduler.get_velocity``; ``sample`` -> ``images``.
+    """
+    kind = getattr(scheduler, "prediction_type", "epsilon")
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(images, noise, timesteps)
+    if kind == "sample":
+        return images
+    raise ValueError(f"`prediction_type` must be one of ['epsilon', 'sample', 'v_prediction'], got {kind!r}.")
+
+
+class ClassConditionedPrepareBatch(DiffusionPrepareBatch):
+    """Prepare-batch strategy: draw ``t ~ U{0..T-1}`` and ``eps ~ N(0, I)``, pass class labels to the inferer.
+
+    Returns ``(images, target, (), {"noise", "timesteps", "class_labels"?})`` for
+    :class:`~monai_synth.inferers.ClassConditionedDiffusionInferer`, with the target from :func:`diffusion_target`.
+
+    Args:
+        scheduler: the training scheduler (for ``num_train_timesteps``, ``prediction_type`` and velocities).
+        image_key: batch key of the images (in [-1, 1]).
+        label_key: batch key of the integer labels; ``None`` for unconditional training.
+        generator: optional CPU generator for timesteps and noise (the global RNG when ``None``).
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        image_key: str = "image",
+        label_key: str | None = "label",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(num_train_timesteps=scheduler.num_train_timesteps, condition_name=None)
+        self.scheduler = scheduler
+        self.image_key = image_key
+        self.label_key = label_key
+        self.generator = generator
+
+    def get_noise(self, images: torch.Tensor) -> torch.Tensor:
+        if self.generator is None:
+            return torch.randn_like(images)
+        return torch.randn(images.shape, generator=self.generator, dtype=images.dtype).to(images.device)
+
+    def get_timesteps(self, images: torch.Tensor) -> torch.Tensor:
+        if self.generator is None:
+            return super().get_timesteps(images)
+        t = torch.randint(0, self.num_train_timesteps, (images.shape[0],), generator=self.generator)
+        return t.to(images.device)
+
+    def get_target(self, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return diffusion_target(self.scheduler, images, noise, timesteps)
+
+    def __call__(
+        self,
+        batchdata: dict[str, torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
+        if self.image_key not in batchdata:
+            raise ValueError(f"batch has no {self.image_key!r} key (keys: {sorted(batchdata)}); set `image_key`.")
+        images = torch.as_tensor(batchdata[self.image_key]).float().to(device, non_blocking=non_blocking, **kwargs)
+        noise = self.get_noise(images)
+        timesteps = self.get_timesteps(images)
+        target = self.get_target(images, noise, timesteps)
+        infer_kwargs: dict = {"noise": noise, "timesteps": timesteps}
+        if self.label_key is not None:
+            if self.label_key not in batchdata:
+                raise ValueError(
+                    f"batch has no {self.label_key!r} key (keys: {sorted(batchdata)}); set `label_key=None` for "
+                    "unconditional training."
+                )
+            labels = torch.as_tensor(batchdata[self.label_key]).long().reshape(-1)
+            infer_kwargs["class_labels"] = labels.to(device, non_blocking=non_blocking)
+        return images, target, (), infer_kwargs
+
+
+def build_diffusion_unet(
+    num_classes: int | None = 2,
+    in_channels: int = 1,
+    spatial_dims: int = 2,
+    channels: Sequence[int] = (32, 64, 64),
+    attention_levels: Sequence[bool] = (False, False, True),
+    num_res_blocks: int = 1,
+    num_head_channels: int = 32,
+    norm_num_groups: int = 32,
+) -> DiffusionModelUNet:
+    """The default ``DiffusionModelUNet`` for small (28x28) images, with ``num_class_embeds = num_classes + 1``.
+
+    3 levels (28 -> 14 -> 7; works without padding), attention only at the 7x7 level, 1 residual block per level,
+    ~1.1 M parameters. ``num_classes=None`` builds an unconditional model.
+    """
+    for c in channels:
+        if c % norm_num_groups:
+            raise ValueError(f"every entry of `channels` {tuple(channels)} must be divisible by norm_num_groups.")
+    attn = [c for c, a in zip(channels, attention_levels) if a] + [channels[-1]]  # the middle block always attends
+    if any(c % num_head_channels for c in attn):
+        raise ValueError(
+            f"`num_head_channels`={num_head_channels} must divide the channels of every attention level and of the "
+            f"last level {attn}; choose e.g. num_head_channels={channels[-1]}."
+        )
+    return DiffusionModelUNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        channels=tuple(channels),
+        attention_levels=tuple(attention_levels),
+        num_res_blocks=num_res_blocks,
+        num_head_channels=num_head_channels,
+        norm_num_groups=norm_num_groups,
+        num_class_embeds=None if num_classes is None else int(num_classes) + 1,
+    )
+
+
+def build_scheduler(
+    kind: str | SchedulerKind = "ddpm",
+    num_train_timesteps: int = 1000,
+    schedule: str = "cosine",
+    prediction_type: str = "epsilon",
+    clip_sample: bool = True,
+    num_inference_steps: int | None = None,
+    **schedule_args: Any,
+) -> Scheduler:
+    """A MONAI ``DDPMScheduler`` or ``DDIMScheduler``.
+
+    Args:
+        kind: ``"ddpm"`` or ``"ddim"``.
+        num_train_timesteps: T.
+        schedule: ``"linear_beta"``, ``"scaled_linear_beta"``, ``"sigmoid_beta"`` or ``"cosine"`` (Nichol & Dhariwal
+            2021, Eq. 17).
+        prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``.
+        clip_sample: clip the predicted ``x_0`` to [-1, 1] in each step.
+        num_inference_steps: when given, ``set_timesteps`` is called.
+        schedule_args: e.g. ``beta_start``, ``beta_end``.
+    """
+    key = str(kind).lower()
+    options = {m.value for m in SchedulerKind}
+    if key not in options:
+        raise ValueError(f"`scheduler` kind must be one of {sorted(options)}, got {kind!r}.")
+    cls = DDPMScheduler if key == SchedulerKind.DDPM else DDIMScheduler
+    sched = cls(
+        num_train_timesteps=num_train_timesteps,
+        schedule=schedule,
+        prediction_type=prediction_type,
+        clip_sample=clip_sample,
+        **schedule_args,
+    )
+    if num_inference_steps is not None:
+        sched.set_timesteps(int(num_inference_steps))
+    return sched
+
+
+def is_rank0() -> bool:
+    """True unless running under an initialised ``torch.distributed`` group with rank > 0."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() > 0)
+
+
+def build_diffusion_trainer(
+    network: torch.nn.Module,
+    scheduler: Scheduler,
+    train_data_loader: Any,
+    max_epochs: int,
+    device: str | torch.device = "cpu",
+    num_classes: int | None = None,
+    cond_drop_prob: float = 0.1,
+    loss: str | DiffusionLoss = "l2",
+    huber_delta: float = 1.0,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr: float = 1e-4,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    ema_model: torch.nn.Module | None = None,
+    ema_decay: float | None = 0.9999,
+    ema_warmup: bool = True,
+    grad_clip_norm: float | None = None,
+    amp: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    keep_last: int | None = 2,
+    resume: bool = True,
+    sample_dir: str | os.PathLike | None = None,
+    sample_every: int = 5,
+    sample_scheduler: Scheduler | None = None,
+    sample_shape: tuple[int, ...] | None = None,
+    sample_n_per_class: int = 8,
+    guidance_scale: float = 3.0,
+    sample_steps: int = 50,
+    image_key: str = "image",
+    label_key: str | None = "label",
+    progress: bool = False,
+    train_handlers: Sequence | None = None,
+    generator: torch.Generator | None = None,
+    decollate: bool = True,
+) -> SupervisedTrainer:
+    """Wire a class-conditional (or unconditional) diffusion ``SupervisedTrainer``.
+
+    Handlers, in order: resume from the latest checkpoint in ``checkpoint_dir`` (``resume``), gradient clipping,
+    EMA update, throughput/loss statistics, checkpoint saving every ``checkpoint_every`` epochs and at the end, a sample
+    grid every ``sample_every`` epochs, an Ignite progress bar, then ``train_handlers``. Checkpoint and grid handlers
+    run on rank 0 only. The EMA model is ``trainer.ema_model`` (``None`` when ``ema_decay`` is ``None``); the loss is
+    computed against the scheduler's target (:func:`diffusion_target`). Adam defaults follow seed 000.
+
+    Args:
+        network: the denoiser (``num_class_embeds = num_classes + 1`` when conditional), already on ``device``.
+        scheduler: training scheduler.
+        train_data_loader: yields dicts with ``image_key`` (and ``label_key``).
+        max_epochs: total epochs (a resumed run stops at the same total).
+        device: training device; AMP is only used on CUDA.
+        num_classes: real classes; ``None`` for unconditional training (forces ``label_key=None``).
+        cond_drop_prob: CFG label-dropout probability.
+        loss: :class:`DiffusionLoss` name.
+        huber_delta: delta of the Huber loss.
+        optimizer: custom optimizer; otherwise Adam(lr, betas, eps, weight_decay).
+        lr, betas, eps, weight_decay: Adam settings.
+        ema_model: custom EMA model; otherwise created from ``ema_decay``/``ema_warmup``.
+        ema_decay, ema_warmup: EMA settings (see :mod:`monai_synth.handlers.ema`); ``ema_decay=None`` disables EMA.
+        grad_clip_norm: clip the gradient norm (``None``: no clipping).
+        amp: mixed precision (CUDA only).
+        checkpoint_dir, checkpoint_every, keep_last, resume: checkpointing.
+        sample_dir, sample_every, sample_scheduler, sample_shape, sample_n_per_class, guidance_scale, sample_steps:
+            sample grids (``sample_dir=None`` disables them; the scheduler defaults to a DDIM copy of ``scheduler``).
+        image_key, label_key: batch keys.
+        progress: attach an Ignite ``ProgressBar``.
+        train_handlers: more handlers (e.g. MONAI's ``MLFlowHandler``).
+        generator: optional generator for noise/timesteps/label dropout.
+        decollate: decollate ``engine.state.output`` into per-sample dicts (MONAI's default; needed by the MLflow
+            handler that ``--tracking mlflow`` adds, whose ``from_engine(["loss"], first=True)`` expects a list).
+
+    Returns:
+        the trainer; call ``trainer.run()``.
+    """
+    device = torch.device(device)
+    use_amp = bool(amp) and device.type == "cuda"
+    if num_classes is None:
+        label_key = None
+    if optimizer is None:
+        optimizer = torch.optim.Adam(
+            network.parameters(), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay
+        )
+    if ema_model is None and ema_decay is not None:
+        ema_model = create_ema_model(network, decay=ema_decay, warmup=ema_warmup).to(device)
+    rank0 = is_rank0()
+    handlers: list = []
+    if checkpoint_dir is not None and resume:
+        handlers.append(CheckpointResumer(checkpoint_dir, ema_model=ema_model))
+    if grad_clip_norm is not None:
+        handlers.append(GradientClipHandler(grad_clip_norm))
+    if ema_model is not None:
+        handlers.append(EMAHandler(ema_model))
+    handlers.append(ThroughputHandler())
+    if checkpoint_dir is not None and rank0:
+        handlers.append(
+            CheckpointSaver(checkpoint_dir, ema_model=ema_model, save_every=checkpoint_every, keep_last=keep_last)
+        )
+    if sample_dir is not None and rank0:
+        if sample_shape is None:
+            raise ValueError("`sample_shape` (C, *spatial) is required when `sample_dir` is set.")
+        if sample_scheduler is None:
+            sample_scheduler = DDIMScheduler(
+                num_train_timesteps=scheduler.num_train_timesteps,
+                prediction_type=scheduler.prediction_type,
+                clip_sample=getattr(scheduler, "clip_sample", True),
+            )
+            sample_scheduler.betas, sample_scheduler.alphas = scheduler.betas, scheduler.alphas
+            sample_scheduler.alphas_cumprod = scheduler.alphas_cumprod.cpu()
+        handlers.append(
+            SampleGridHandler(
+                ema_model if ema_model is not None else network,
+                sample_scheduler,
+                sample_dir,
+                image_shape=tuple(sample_shape),
+                num_classes=num_classes,
+                n_per_class=sample_n_per_class,
+                every_n_epochs=sample_every,
+                guidance_scale=guidance_scale,
+                num_inference_steps=sample_steps,
+            )
+        )
+    if progress and rank0:
+        from ignite.handlers import ProgressBar
+
+        handlers.append(_ProgressBarAttacher(ProgressBar(persist=False)))
+    handlers.extend(train_handlers or [])
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=int(max_epochs),
+        train_data_loader=train_data_loader,
+        network=network,
+        optimizer=optimizer,
+        loss_function=get_loss_function(loss, huber_delta),
+        prepare_batch=ClassConditionedPrepareBatch(
+            scheduler, image_key=image_key, label_key=label_key, generator=generator
+        ),
+        inferer=ClassConditionedDiffusionInferer(
+            scheduler, num_classes=num_classes, cond_drop_prob=cond_drop_prob, generator=generator
+        ),
+        train_handlers=handlers,
+        amp=use_amp,
+        decollate=decollate,
+    )
+    trainer.ema_model = ema_model
+    return trainer
+
+
+class _ProgressBarAttacher:
+    """Adapter so an Ignite ``ProgressBar`` can sit in MONAI's ``train_handlers`` list (which calls ``attach``)."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def attach(self, engine) -> None:
+        self.bar.attach(engine, output_transform=_loss_of)
+
+
+def _loss_of(output: Any) -> dict:
+    """``{"loss": float}`` from a collated (dict) or decollated (list of dicts) trainer output."""
+    item = output[0] if isinstance(output, list) else output
+    loss = item["loss"]
+    return {"loss": float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)}

@@ -1,0 +1,279 @@
+"""Generate a labelled synthetic dataset from a (class-conditional) diffusion model.
+
+Layout of ``out_dir``::
+
+    <fmt>/<class_name>/synth_<index:06d>.<ext>     one file per image and format (png, nifti, dicom)
+    datalist_<fmt>.json                           {"training": [{"image": relative path, "label": int}, ...]}
+    datalist.json                                 same as the first format's datalist
+    dicom_uids.json                               Study/Series UIDs of the run (only with DICOM output)
+
+Determinism and resume: the images are planned up front (class by class) and cut into batches of ``batch_size``;
+batch ``b`` draws all its noise from ``torch.Generator().manual_seed(seed + b)``. So an image depends only on
+``(model, seed, batch_size, its index)``: a re-run skips batches whose files all exist, re-samples a partly written
+batch identically and writes only the missing files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.networks.schedulers import Scheduler
+from monai.utils import optional_import
+
+from monai_synth.data.writers import FORMAT_SUFFIX, _check_format, to_unit_range, write_image
+from monai_synth.handlers.checkpoint import latest_checkpoint
+from monai_synth.handlers.ema import unwrap_model
+from monai_synth.inferers.sampling import sample
+from monai_synth.utils.io import atomic_path, ensure_writable_dir, safe_torch_load
+
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+
+__all__ = ["GenerationResult", "plan_class_counts", "generate_dataset", "load_weights_for_sampling"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationResult:
+    """What :func:`generate_dataset` did.
+
+    Attributes:
+        out_dir: the output folder.
+        datalists: format -> datalist JSON path.
+        counts: images per class.
+        written: files written in this call.
+        skipped: files that already existed.
+        items: the datalist entries of the first format (absolute paths).
+    """
+
+    out_dir: Path
+    datalists: dict[str, Path] = field(default_factory=dict)
+    counts: list[int] = field(default_factory=list)
+    written: int = 0
+    skipped: int = 0
+    items: list[dict] = field(default_factory=list)
+
+
+def plan_class_counts(
+    num_per_class: int | Sequence[int] | None = None,
+    class_ratio: Sequence[float] | None = None,
+    total: int | None = None,
+    num_classes: int | None = None,
+) -> list[int]:
+    """Images per class from ``num_per_class`` (int or list) or from ``class_ratio`` and ``total``.
+
+    Ratios are normalised; rounding uses the largest-remainder method so the counts sum to ``total``.
+
+    Raises:
+        ValueError: for missing/conflicting/negative arguments.
+    """
+    if (num_per_class is None) == (class_ratio is None):
+        raise ValueError("Give exactly one of `num_per_class` or `class_ratio` (with `total`).")
+    if num_per_class is not None:
+        if isinstance(num_per_class, int):
+            if num_classes is None:
+                raise ValueError("`num_classes` is required with an integer `num_per_class`.")
+            counts = [int(num_per_class)] * int(num_classes)
+        else:
+            counts = [int(n) for n in num_per_class]
+    else:
+        if total is None:
+            raise ValueError("`total` is required with `class_ratio`.")
+        ratio = np.asarray(class_ratio, dtype=float)
+        if ratio.ndim != 1 or (ratio < 0).any() or ratio.sum() <= 0:
+            raise ValueError(f"`class_ratio` must be non-negative with a positive sum, got {list(class_ratio)}.")
+        exact = ratio / ratio.sum() * int(total)
+        counts = np.floor(exact).astype(int)
+        for i in np.argsort(-(exact - counts), kind="stable")[: int(total) - counts.sum()]:
+            counts[i] += 1
+        counts = counts.tolist()
+    if num_classes is not None and len(counts) != int(num_classes):
+        raise ValueError(f"{len(counts)} class counts given for num_classes={num_classes}.")
+    if any(n < 0 for n in counts):
+        raise ValueError(f"class counts must be >= 0, got {counts}.")
+    return counts
+
+
+def load_weights_for_sampling(
+    network: torch.nn.Module, path: str | os.PathLike, use_ema: bool = True, map_location: str = "cpu"
+) -> torch.nn.Module:
+    """Load sampling weights into ``network`` and return it in eval mode.
+
+    ``path`` may be a training checkpoint from :func:`monai_synth.handlers.save_checkpoint` (the EMA weights are used
+    when present and ``use_ema``), a folder of such checkpoints (the latest is used) or a plain ``state_dict`` file.
+
+    Raises:
+        FileNotFoundError: when no checkpoint is found.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"No checkpoint_epoch*.pt in {str(path)!r}; train first or pass a file.")
+        path = found
+    obj = safe_torch_load(path, map_location=map_location)
+    kind = "plain"
+    if isinstance(obj, dict) and "network" in obj:
+        if use_ema and obj.get("ema") is not None:
+            state, kind = {k[len("module.") :]: v for k, v in obj["ema"].items() if k.startswith("module.")}, "EMA"
+        else:
+            state, kind = obj["network"], "raw"
+    else:
+        state = obj
+    unwrap_model(network).load_state_dict(state)
+    logger.info("loaded %s weights from %s", kind, path)
+    return network.eval()
+
+
+def _dicom_uids(out_dir: Path, num_classes: int) -> dict:
+    from pydicom.uid import generate_uid
+
+    uid_file = out_dir / "dicom_uids.json"
+    if uid_file.is_file():
+        uids = json.loads(uid_file.read_text())
+        if len(uids.get("series", [])) == num_classes:
+            return uids
+    uids = {"study": generate_uid(), "series": [generate_uid() for _ in range(num_classes)]}
+    with atomic_path(uid_file) as tmp:
+        tmp.write_text(json.dumps(uids, indent=2))
+    return uids
+
+
+def generate_dataset(
+    model: torch.nn.Module,
+    scheduler: Scheduler,
+    out_dir: str | os.PathLike,
+    num_per_class: int | Sequence[int] | None = None,
+    class_ratio: Sequence[float] | None = None,
+    total: int | None = None,
+    num_classes: int | None = None,
+    image_size: int | Sequence[int] = 28,
+    in_channels: int = 1,
+    formats: Sequence[str] = ("png",),
+    guidance_scale: float = 3.0,
+    num_inference_steps: int | None = 50,
+    eta: float = 0.0,
+    batch_size: int = 64,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    conditional: bool | None = None,
+) -> GenerationResult:
+    """Sample ``counts[c]`` images of every class with classifier-free guidance and write them with a datalist.
+
+    Args:
+        model: denoiser (EMA weights recommended, see :func:`load_weights_for_sampling`).
+        scheduler: sampling scheduler (DDIM for few steps).
+        out_dir: output folder (created).
+        num_per_class: images per class (int, or one int per class).
+        class_ratio: alternatively, class proportions with ``total`` images in all.
+        total: total images with ``class_ratio``.
+        num_classes: number of classes (defaults to the length of the counts).
+        image_size: spatial size (int for square, or a sequence).
+        in_channels: image channels.
+        formats: any of ``"png"``, ``"nifti"``, ``"dicom"``.
+        guidance_scale: CFG weight ``w``.
+        num_inference_steps: ``scheduler.set_timesteps`` value (``None`` keeps the scheduler's).
+        eta: DDIM eta.
+        batch_size: images per forward pass (also fixes the batch -> seed mapping, see module docstring).
+        seed: base seed.
+        class_names: folder/DICOM names of the classes (default ``class_<k>``).
+        value_range: intensity range of the model output (mapped to [0, 1] for writing).
+        device: sampling device (default: the model's).
+        progress: show a progress bar over batches.
+        conditional: pass class labels to the model; by default true when the network has ``num_class_embeds``
+            (an unconditional model gets ``num_per_class=[N]`` and writes everything under class 0).
+
+    Returns:
+        a :class:`GenerationResult`.
+    """
+    counts = plan_class_counts(num_per_class, class_ratio, total, num_classes)
+    n_cls = len(counts)
+    fmts = [_check_format(f) for f in formats]
+    if not fmts:
+        raise ValueError("`formats` must name at least one of ['dicom', 'nifti', 'png'].")
+    if int(batch_size) < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {batch_size!r}.")
+    names = list(class_names) if class_names is not None else [f"class_{k}" for k in range(n_cls)]
+    if len(names) != n_cls:
+        raise ValueError(f"{len(names)} `class_names` given for {n_cls} classes.")
+    spatial = (int(image_size),) * 2 if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+    out = ensure_writable_dir(out_dir)
+    if device is None:
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
+    if num_inference_steps is not None:
+        scheduler.set_timesteps(int(num_inference_steps))
+    uids = _dicom_uids(out, n_cls) if "dicom" in fmts else None
+    if conditional is None:
+        conditional = getattr(unwrap_model(model), "num_class_embeds", None) is not None
+
+    for f in fmts:  # temp files of writes killed by SIGKILL (atomic_path could not clean up)
+        for stale in (out / f.value).glob("*/.synth_*.tmp"):
+            stale.unlink(missing_ok=True)
+    labels = [c for c, n in enumerate(counts) for _ in range(n)]
+    paths = {
+        f: [out / f.value / names[c] / f"synth_{i:06d}{FORMAT_SUFFIX[f]}" for i, c in enumerate(labels)] for f in fmts
+    }
+    result = GenerationResult(out_dir=out, counts=counts)
+    starts = list(range(0, len(labels), int(batch_size)))
+    iterator = enumerate(starts)
+    if progress and has_tqdm:
+        iterator = tqdm(iterator, total=len(starts), desc="generating")
+    for b, start in iterator:
+        idx = list(range(start, min(start + int(batch_size), len(labels))))
+        missing = [(i, f) for i in idx for f in fmts if not paths[f][i].exists()]
+        result.skipped += len(idx) * len(fmts) - len(missing)
+        if not missing:
+            continue
+        generator = torch.Generator(device=device).manual_seed(int(seed) + b)
+        batch_labels = torch.tensor([labels[i] for i in idx], device=device)
+        x = sample(
+            model,
+            scheduler,
+            shape=(len(idx), in_channels, *spatial),
+            class_labels=batch_labels if conditional else None,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            eta=eta,
+            device=device,
+        )
+        images = to_unit_range(x, value_range)
+        for i, f in missing:
+            c = labels[i]
+            kwargs = None
+            if f == "dicom":
+                kwargs = {
+                    "study_uid": uids["study"],
+                    "series_uid": uids["series"][c],
+                    "label": c,
+                    "class_name": names[c],
+                    "instance_number": i + 1,
+                }
+            paths[f][i].parent.mkdir(parents=True, exist_ok=True)
+            write_image(images[i - start], paths[f][i], f, dicom_kwargs=kwargs)
+            result.written += 1
+
+    from monai_synth.data.datalists import write_datalist_json
+
+    for k, f in enumerate(fmts):
+        items = [{"image": str(paths[f][i]), "label": c} for i, c in enumerate(labels)]
+        dl = write_datalist_json(
+            {"training": items}, out / f"datalist_{f.value}.json", class_names=names, synthetic=True
+        )
+        result.datalists[f.value] = dl
+        if k == 0:
+            write_datalist_json({"training": items}, out / "datalist.json", class_names=names, synthetic=True)
+            result.items = items
+    logger.info("generated %d files (%d existed) in %s", result.written, result.skipped, out)
+    return result

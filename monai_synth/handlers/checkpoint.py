@@ -1,0 +1,253 @@
+"""Atomic training checkpoints (model, EMA, optimizer, LR scheduler, AMP scaler, trainer state) and resume.
+
+Files are written with :func:`monai_synth.utils.io.atomic_torch_save` (temp file + ``os.replace``), so a run killed at
+any moment (even SIGKILL) leaves either the previous checkpoint or a complete new one, and loaded with
+``weights_only=True``. File names are ``checkpoint_epoch{epoch:05d}.pt``; :func:`latest_checkpoint` picks the
+highest epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.utils import min_version, optional_import
+
+from monai_synth.handlers.ema import unwrap_model
+from monai_synth.utils.io import atomic_torch_save, safe_torch_load
+
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+
+__all__ = [
+    "CHECKPOINT_PATTERN",
+    "checkpoint_path",
+    "latest_checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "CheckpointSaver",
+    "CheckpointResumer",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint_epoch(\d+)\.pt$")
+_TRAINER_KEYS = ("epoch", "iteration", "epoch_length", "max_epochs")
+
+
+def checkpoint_path(checkpoint_dir: str | os.PathLike, epoch: int) -> Path:
+    """``<checkpoint_dir>/checkpoint_epoch{epoch:05d}.pt``."""
+    return Path(checkpoint_dir) / f"checkpoint_epoch{int(epoch):05d}.pt"
+
+
+def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint with the highest epoch in ``checkpoint_dir`` (``None`` when there is none or no folder).
+
+    Temporary files of an interrupted save (``.checkpoint_epoch*.pt.*.tmp``) are ignored.
+    """
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and p.is_file()]
+    return max(found)[1] if found else None
+
+
+def _state(obj: Any) -> Any:
+    return None if obj is None else obj.state_dict()
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    ema_model: torch.nn.Module | None = None,
+    lr_scheduler: Any | None = None,
+    scaler: Any | None = None,
+    trainer: Any | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write a checkpoint atomically.
+
+    Args:
+        path: destination file.
+        network: trained network (DDP wrapper stripped).
+        optimizer: its optimizer.
+        ema_model: EMA ``AveragedModel`` (whole state dict incl. ``n_averaged``).
+        lr_scheduler: LR scheduler with ``state_dict``.
+        scaler: AMP ``GradScaler``.
+        trainer: Ignite engine; its ``epoch``, ``iteration``, ``epoch_length``, ``max_epochs`` are stored.
+        extra: more plain values/tensors to store under ``"extra"``.
+
+    Returns:
+        the written path.
+    """
+    obj: dict[str, Any] = {
+        "network": unwrap_model(network).state_dict(),
+        "optimizer": _state(optimizer),
+        "ema": _state(ema_model),
+        "lr_scheduler": _state(lr_scheduler),
+        "scaler": _state(scaler),
+        "trainer": None,
+        "rng_cpu": torch.get_rng_state(),
+        "extra": extra or {},
+    }
+    if trainer is not None:
+        obj["trainer"] = {k: getattr(trainer.state, k) for k in _TRAINER_KEYS}
+    return atomic_torch_save(obj, path)
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    network: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    ema_model: torch.nn.Module | None = None,
+    lr_scheduler: Any | None = None,
+    scaler: Any | None = None,
+    trainer: Any | None = None,
+    map_location: str | torch.device = "cpu",
+    restore_rng: bool = True,
+) -> dict:
+    """Load a checkpoint from :func:`save_checkpoint` (``weights_only=True``) into the given objects.
+
+    Objects passed as ``None`` are skipped. The trainer gets its ``epoch`` and ``iteration`` back, so a following
+    ``trainer.run()`` continues with epoch ``epoch + 1``.
+
+    Returns:
+        the raw checkpoint dictionary.
+
+    Raises:
+        ValueError: when the checkpoint lacks an entry for a given object (naming the entry and file).
+    """
+    ckpt = safe_torch_load(path, map_location=map_location)
+    targets = {
+        "network": None if network is None else unwrap_model(network),
+        "optimizer": optimizer,
+        "ema": ema_model,
+        "lr_scheduler": lr_scheduler,
+        "scaler": scaler,
+    }
+    for key, obj in targets.items():
+        if obj is None:
+            continue
+        if ckpt.get(key) is None:
+            raise ValueError(f"Checkpoint {str(path)!r} has no {key!r} state; it cannot restore the given {key}.")
+        obj.load_state_dict(ckpt[key])
+    if trainer is not None:
+        if ckpt.get("trainer") is None:
+            raise ValueError(f"Checkpoint {str(path)!r} has no trainer state; it cannot resume a trainer.")
+        trainer.state.epoch = int(ckpt["trainer"]["epoch"])
+        trainer.state.iteration = int(ckpt["trainer"]["iteration"])
+    if restore_rng and ckpt.get("rng_cpu") is not None:
+        torch.set_rng_state(ckpt["rng_cpu"])
+    return ckpt
+
+
+class CheckpointSaver:
+    """Save a checkpoint every ``save_every`` epochs and after the final epoch (Ignite ``EPOCH_COMPLETED``).
+
+    Args:
+        checkpoint_dir: output folder.
+        network, optimizer, ema_model, lr_scheduler: objects to save; ``network``/``optimizer`` default to the
+            engine's, the AMP scaler is taken from ``engine.scaler``.
+        save_every: period in epochs.
+        keep_last: keep only this many newest checkpoints (``None`` keeps all).
+    """
+
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike,
+        network: torch.nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        ema_model: torch.nn.Module | None = None,
+        lr_scheduler: Any | None = None,
+        save_every: int = 1,
+        keep_last: int | None = 2,
+    ) -> None:
+        if int(save_every) < 1:
+            raise ValueError(f"`save_every` must be >= 1, got {save_every!r}.")
+        if keep_last is not None and int(keep_last) < 1:
+            raise ValueError(f"`keep_last` must be >= 1 or None, got {keep_last!r}.")
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.network = network
+        self.optimizer = optimizer
+        self.ema_model = ema_model
+        self.lr_scheduler = lr_scheduler
+        self.save_every = int(save_every)
+        self.keep_last = None if keep_last is None else int(keep_last)
+
+    def attach(self, engine) -> None:
+        """Register on ``Events.EPOCH_COMPLETED``."""
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        epoch = engine.state.epoch
+        if epoch % self.save_every != 0 and epoch != engine.state.max_epochs:
+            return
+        path = save_checkpoint(
+            checkpoint_path(self.checkpoint_dir, epoch),
+            network=self.network if self.network is not None else engine.network,
+            optimizer=self.optimizer if self.optimizer is not None else engine.optimizer,
+            ema_model=self.ema_model,
+            lr_scheduler=self.lr_scheduler,
+            scaler=getattr(engine, "scaler", None),
+            trainer=engine,
+        )
+        logger.info("saved checkpoint %s", path)
+        if self.keep_last is not None:
+            found = sorted(
+                (int(m.group(1)), p) for p in self.checkpoint_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))
+            )
+            for _, old in found[: -self.keep_last]:
+                old.unlink(missing_ok=True)
+
+
+class CheckpointResumer:
+    """At ``Events.STARTED``, load the latest checkpoint of ``checkpoint_dir`` (if any) and resume from its epoch.
+
+    A run resumed this way continues at the saved epoch with the saved optimizer, EMA, LR-scheduler and AMP-scaler
+    state. When the folder holds no checkpoint the run starts from scratch.
+    """
+
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike,
+        network: torch.nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        ema_model: torch.nn.Module | None = None,
+        lr_scheduler: Any | None = None,
+        map_location: str | torch.device | None = None,
+    ) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.network = network
+        self.optimizer = optimizer
+        self.ema_model = ema_model
+        self.lr_scheduler = lr_scheduler
+        self.map_location = map_location
+
+    def attach(self, engine) -> None:
+        """Register on ``Events.STARTED``."""
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine) -> None:
+        if self.checkpoint_dir.is_dir():  # temp files of a save killed by SIGKILL (atomic_path could not clean up)
+            for stale in self.checkpoint_dir.glob(".checkpoint_epoch*.tmp"):
+                stale.unlink(missing_ok=True)
+        path = latest_checkpoint(self.checkpoint_dir)
+        if path is None:
+            logger.info("no checkpoint in %s: training from scratch", self.checkpoint_dir)
+            return
+        scaler = getattr(engine, "scaler", None)
+        load_checkpoint(
+            path,
+            network=self.network if self.network is not None else engine.network,
+            optimizer=self.optimizer if self.optimizer is not None else engine.optimizer,
+            ema_model=self.ema_model,
+            lr_scheduler=self.lr_scheduler,
+            scaler=scaler if getattr(engine, "amp", False) else None,
+            trainer=engine,
+            map_location=self.map_location if self.map_location is not None else engine.state.device,
+        )
+        logger.info("resumed from %s at epoch %d", path, engine.state.epoch)

@@ -1,0 +1,292 @@
+"""One reverse-diffusion sampling loop shared by every generator in ``monai_synth``.
+
+The loop iterates ``scheduler.timesteps`` of a MONAI scheduler (``DDPMScheduler`` or ``DDIMScheduler``), optionally
+applies classifier-free guidance (Ho & Salimans 2022, "Classifier-Free Diffusion Guidance", Eq. 6) with the
+conditional and unconditional branches batched into a single forward pass, and hands every intermediate sample to
+an optional :class:`GuidanceStrategy` (e.g. ILVR low-pass guidance, seed 001 Eqs. 3-5).
+
+Timestep convention: a step maps ``x_t`` to ``x_prev``; ``prev_t`` is the training timestep that ``x_prev``
+belongs to, as computed by the scheduler's own ``step`` rule (``t - 1`` for MONAI's DDPM,
+``t - num_train_timesteps // num_inference_steps`` for MONAI's DDIM). When that value is negative the step produced
+the clean image ``x_0`` and ``prev_t`` is reported as ``-1``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+from monai.networks.schedulers import Scheduler
+from monai.utils import optional_import
+
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+
+__all__ = [
+    "GuidanceStrategy",
+    "add_noise_to_timestep",
+    "previous_timestep",
+    "classifier_free_guidance",
+    "clip_model_output",
+    "resolve_null_class",
+    "sample",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class GuidanceStrategy(Protocol):
+    """Hook called right after each ``scheduler.step`` inside :func:`sample`.
+
+    ``x = guidance(x_prev, t, prev_t, scheduler, generator)`` where ``t`` is the timestep of the model input and
+    ``prev_t`` the timestep ``x_prev`` corresponds to (``-1`` means ``x_prev`` is the final clean sample ``x_0``).
+    Implementations must draw any noise from ``generator`` and must not keep per-step state.
+    """
+
+    def __call__(
+        self,
+        x_prev: torch.Tensor,
+        t: int,
+        prev_t: int,
+        scheduler: Scheduler,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor: ...
+
+
+def previous_timestep(scheduler: Scheduler, t: int) -> int:
+    """Timestep of the sample that ``scheduler.step(..., t, ...)`` returns, ``-1`` for the clean image.
+
+    Schedulers whose ``step`` jumps by ``num_train_timesteps // num_inference_steps`` (MONAI's DDIM, recognised by
+    its ``final_alpha_cumprod`` attribute) and schedulers that step ``t -> t - 1`` (MONAI's DDPM) are supported.
+
+    Args:
+        scheduler: a MONAI scheduler after ``set_timesteps``.
+        t: current timestep.
+    """
+    if hasattr(scheduler, "final_alpha_cumprod"):
+        n_inf = scheduler.num_inference_steps or scheduler.num_train_timesteps
+        prev = int(t) - scheduler.num_train_timesteps // n_inf
+    else:
+        prev = int(t) - 1
+    return prev if prev >= 0 else -1
+
+
+def add_noise_to_timestep(
+    scheduler: Scheduler, y: torch.Tensor, t: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Sample ``y_t ~ q(y_t | y_0) = N(sqrt(abar_t) y_0, (1 - abar_t) I)`` (Ho et al. 2020, Eq. 4).
+
+    Args:
+        scheduler: MONAI scheduler whose ``alphas_cumprod`` define the forward process.
+        y: clean reference ``y_0`` (batch first).
+        t: target timestep; ``t < 0`` means the clean image, and ``y`` is returned unchanged.
+        generator: source of the Gaussian noise (on ``y``'s device); the global RNG when ``None``.
+
+    Returns:
+        the noised reference at step ``t``.
+    """
+    if t < 0:
+        return y
+    noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+    timesteps = torch.full((y.shape[0],), int(t), dtype=torch.long, device=y.device)
+    return scheduler.add_noise(original_samples=y, noise=noise, timesteps=timesteps)
+
+
+def classifier_free_guidance(out_cond: torch.Tensor, out_uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance combination (Ho & Salimans 2022, Eq. 6 with ``w = 1 + w_paper``).
+
+    ``out = out_uncond + w * (out_cond - out_uncond)``: ``w = 0`` is unconditional, ``w = 1`` purely conditional,
+    ``w > 1`` extrapolates towards the class. Applied to whatever the network predicts (epsilon or v); for
+    v-prediction the linear combination of v's equals the combination of the implied epsilons at fixed ``x_t``
+    because v is affine in epsilon with the same coefficients for both branches.
+    """
+    return out_uncond + guidance_scale * (out_cond - out_uncond)
+
+
+def clip_model_output(scheduler: Scheduler, model_output: torch.Tensor, x_t: torch.Tensor, t: int) -> torch.Tensor:
+    """Rewrite ``model_output`` so that its implied ``x_0`` is clipped and its implied epsilon agrees with it.
+
+    MONAI's ``DDIMScheduler.step`` clips the predicted ``x_0`` but keeps the unclipped epsilon in the "direction
+    pointing to x_t" term (Song et al. 2021, Eq. 12). With classifier-free guidance the extrapolated prediction often
+    leaves [-1, 1]; the clip then drops the guidance from ``x_0`` while the epsilon term keeps it with the opposite
+    sign, and strongly guided DDIM samples come out of the *other* class. Here ``x_0`` is computed from the output
+    (epsilon: Ho et al. 2020, Eq. 15; v: Salimans & Ho 2022, Sec. 4), clipped to the scheduler's
+    ``clip_sample_values`` and converted back to an output of the same ``prediction_type``; the scheduler's own clip
+    is then a no-op. For DDPM (posterior mean from ``x_0`` and ``x_t`` only) the step is unchanged.
+    """
+    kind = getattr(scheduler, "prediction_type", "epsilon")
+    lo, hi = getattr(scheduler, "clip_sample_values", (-1.0, 1.0))
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=x_t.device, dtype=model_output.dtype)
+    sqrt_a, sqrt_1ma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    if kind == "sample":
+        return model_output.clamp(lo, hi)
+    if kind == "epsilon":
+        x0 = ((x_t - sqrt_1ma * model_output) / sqrt_a).clamp(lo, hi)
+        return (x_t - sqrt_a * x0) / sqrt_1ma
+    if kind == "v_prediction":
+        x0 = (sqrt_a * x_t - sqrt_1ma * model_output).clamp(lo, hi)
+        return (sqrt_a * x_t - x0) / sqrt_1ma
+    raise ValueError(f"`prediction_type` must be one of ['epsilon', 'sample', 'v_prediction'], got {kind!r}.")
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return model
+
+
+def resolve_null_class(model: torch.nn.Module, null_class: int | None) -> int:
+    """The reserved unconditional class index: ``null_class`` or ``num_class_embeds - 1`` of the (unwrapped) model.
+
+    Raises:
+        ValueError: when neither is available.
+    """
+    if null_class is not None:
+        return int(null_class)
+    n = getattr(_unwrap(model), "num_class_embeds", None)
+    if n is None:
+        raise ValueError(
+            "`null_class` is needed for classifier-free guidance: pass it, or use a network with "
+            "`num_class_embeds=num_classes + 1` so that the last index is the null class."
+        )
+    return int(n) - 1
+
+
+def _step_kwargs(scheduler: Scheduler, eta: float, generator: torch.Generator | None) -> dict:
+    params = inspect.signature(scheduler.step).parameters
+    kwargs: dict = {}
+    if "generator" in params:
+        kwargs["generator"] = generator
+    if "eta" in params:
+        kwargs["eta"] = eta
+    elif eta != 0.0:
+        raise ValueError(f"`eta`={eta} is only used by DDIM-type schedulers; {type(scheduler).__name__} has no eta.")
+    return kwargs
+
+
+def _check_timesteps(scheduler: Scheduler) -> list[int]:
+    timesteps = [int(t) for t in scheduler.timesteps]
+    if not timesteps:
+        raise ValueError("`scheduler.timesteps` is empty: call `scheduler.set_timesteps(n)` first.")
+    for t, t_next in zip(timesteps[:-1], timesteps[1:]):
+        if previous_timestep(scheduler, t) != t_next and not hasattr(scheduler, "final_alpha_cumprod"):
+            raise ValueError(
+                f"{type(scheduler).__name__}.step always steps t -> t-1, but `scheduler.timesteps` skips from {t} "
+                f"to {t_next} (num_inference_steps={scheduler.num_inference_steps}). Use all "
+                f"{scheduler.num_train_timesteps} steps with DDPM, or a DDIMScheduler for fewer steps."
+            )
+    return timesteps
+
+
+def sample(
+    model: torch.nn.Module,
+    scheduler: Scheduler,
+    shape: Sequence[int] | None = None,
+    noise: torch.Tensor | None = None,
+    class_labels: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    guidance: GuidanceStrategy | None = None,
+    num_inference_steps: int | None = None,
+    eta: float = 0.0,
+    null_class: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    consistent_clip: bool = True,
+) -> torch.Tensor:
+    """Draw samples by running the reverse diffusion chain of ``scheduler`` with ``model``.
+
+    Implements ancestral DDPM sampling (Ho et al. 2020, Algorithm 2) or DDIM (Song et al. 2021, Eq. 12) through
+    ``scheduler.step``, with classifier-free guidance (Ho & Salimans 2022, Eq. 6): when ``class_labels`` is given
+    and ``guidance_scale != 1`` the conditional and the unconditional (null-class) inputs are concatenated along
+    the batch and evaluated in ONE forward pass, then combined with :func:`classifier_free_guidance`.
+
+    Args:
+        model: denoiser called as ``model(x, timesteps=t, class_labels=c)`` (or without ``class_labels`` when
+            unconditional); it is put in eval mode for the loop and restored afterwards.
+        scheduler: MONAI ``DDPMScheduler`` / ``DDIMScheduler``; its ``prediction_type`` (epsilon, v_prediction,
+            sample) is handled by its own ``step``.
+        shape: sample shape ``(B, C, *spatial)``; ignored when ``noise`` is given.
+        noise: initial ``x_T``; drawn from ``generator`` when ``None``.
+        class_labels: ``(B,)`` integer labels in ``[0, num_classes)``; ``None`` for unconditional sampling.
+        guidance_scale: CFG weight ``w``; 1 means conditional only (no extra pass), 0 unconditional.
+        generator: every random draw (``x_T``, scheduler variance noise, guidance noise) comes from it; it must live
+            on ``device``. The global RNG is used when ``None``.
+        guidance: optional :class:`GuidanceStrategy` applied after every step.
+        num_inference_steps: when given, ``scheduler.set_timesteps(num_inference_steps)`` is called first.
+        eta: DDIM stochasticity (0 = deterministic DDIM); must be 0 for schedulers without ``eta``.
+        null_class: the reserved unconditional label; defaults to ``num_class_embeds - 1`` of the network.
+        device: where to sample; defaults to the device of the model's parameters.
+        progress: show a tqdm progress bar.
+        consistent_clip: when the scheduler has ``clip_sample=True``, pass the output through
+            :func:`clip_model_output` first (fixes inverted classes with CFG + DDIM; no effect on DDPM).
+
+    Returns:
+        the final samples ``x_0`` (not clipped; the scheduler clips its ``x_0`` prediction when ``clip_sample``).
+
+    Raises:
+        ValueError: for inconsistent arguments (see messages).
+    """
+    if device is None:
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"`generator` is on {generator.device} but sampling runs on {device}: create it with "
+            f"torch.Generator(device={str(device)!r})."
+        )
+    if num_inference_steps is not None:
+        scheduler.set_timesteps(int(num_inference_steps))
+    timesteps = _check_timesteps(scheduler)
+    step_kwargs = _step_kwargs(scheduler, eta, generator)
+
+    if noise is None:
+        if shape is None:
+            raise ValueError("Give either `shape` or `noise` to `sample()`.")
+        x = torch.randn(tuple(shape), generator=generator, device=device)
+    else:
+        x = noise.to(device)
+    batch = x.shape[0]
+
+    use_cfg = class_labels is not None and float(guidance_scale) != 1.0
+    labels_in: torch.Tensor | None = None
+    if class_labels is not None:
+        class_labels = torch.as_tensor(class_labels, dtype=torch.long, device=device).reshape(-1)
+        if class_labels.numel() != batch:
+            raise ValueError(f"`class_labels` has {class_labels.numel()} entries but the batch has {batch} samples.")
+        labels_in = class_labels
+        if use_cfg:
+            null = resolve_null_class(model, null_class)
+            labels_in = torch.cat([class_labels, torch.full_like(class_labels, null)])
+
+    iterator = timesteps
+    if progress and has_tqdm:
+        iterator = tqdm(timesteps, desc="sampling", leave=False)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for t in iterator:
+                x_in = torch.cat([x, x]) if use_cfg else x
+                t_in = torch.full((x_in.shape[0],), t, dtype=torch.long, device=device)
+                if labels_in is None:
+                    out = model(x_in, timesteps=t_in)
+                else:
+                    out = model(x_in, timesteps=t_in, class_labels=labels_in)
+                if use_cfg:
+                    out_cond, out_uncond = out.chunk(2)
+                    out = classifier_free_guidance(out_cond, out_uncond, guidance_scale)
+                if consistent_clip and getattr(scheduler, "clip_sample", False):
+                    out = clip_model_output(scheduler, out, x, t)
+                x_prev, _ = scheduler.step(out, t, x, **step_kwargs)
+                if guidance is not None:
+                    x_prev = guidance(x_prev, t, previous_timestep(scheduler, t), scheduler, generator)
+                x = x_prev
+    finally:
+        model.train(was_training)
+    return x

@@ -1,0 +1,216 @@
+"""Tests for synthetic dataset generation and the image writers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDIMScheduler
+from monai.transforms import LoadImage
+from PIL import Image
+
+from monai_synth.data.writers import to_uint8, to_unit_range, write_nifti, write_png
+from monai_synth.engines import generate_dataset, load_weights_for_sampling, plan_class_counts
+from monai_synth.handlers import save_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(num_classes=2, seed=0):
+    torch.manual_seed(seed)
+    return DiffusionModelUNet(
+        2,
+        1,
+        1,
+        channels=(8, 8),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_class_embeds=None if num_classes is None else num_classes + 1,
+    )
+
+
+def run(out, model=None, **kw):
+    args = dict(
+        num_per_class=[3, 2],
+        image_size=8,
+        formats=("png",),
+        num_inference_steps=2,
+        batch_size=2,
+        seed=5,
+        progress=False,
+    )
+    args.update(kw)
+    return generate_dataset(model or tiny(), DDIMScheduler(num_train_timesteps=10), out, **args)
+
+
+@pytest.mark.parametrize(
+    "name,kw,expected",
+    [
+        ("int", dict(num_per_class=4, num_classes=3), [4, 4, 4]),
+        ("list", dict(num_per_class=[1, 0, 2]), [1, 0, 2]),
+        ("ratio_exact", dict(class_ratio=[1, 3], total=8), [2, 6]),
+        ("ratio_round", dict(class_ratio=[1, 1, 1], total=10), [4, 3, 3]),
+    ],
+)
+def test_plan_class_counts(name, kw, expected):
+    counts = plan_class_counts(**kw)
+    assert counts == expected and sum(counts) == sum(expected)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(), "exactly one"),
+        (dict(num_per_class=2, class_ratio=[1]), "exactly one"),
+        (dict(num_per_class=2), "num_classes"),
+        (dict(class_ratio=[1, 1]), "total"),
+        (dict(class_ratio=[-1, 2], total=3), "non-negative"),
+        (dict(num_per_class=[1, 2], num_classes=3), "num_classes=3"),
+    ],
+)
+def test_plan_class_counts_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        plan_class_counts(**kw)
+
+
+def test_generate_counts_datalist_and_determinism(tmp_path):
+    res = run(tmp_path / "a")
+    assert res.counts == [3, 2] and res.written == 5 and res.skipped == 0
+    for c, n in enumerate([3, 2]):
+        assert len(list((tmp_path / "a" / "png" / f"class_{c}").glob("*.png"))) == n
+    doc = json.loads((tmp_path / "a" / "datalist.json").read_text())
+    assert [it["label"] for it in doc["training"]] == [0, 0, 0, 1, 1]
+    assert all(not it["image"].startswith("/") and (tmp_path / "a" / it["image"]).is_file() for it in doc["training"])
+    img = np.asarray(Image.open(tmp_path / "a" / doc["training"][0]["image"]))
+    assert img.dtype == np.uint8 and img.shape == (8, 8)
+    # same seed -> identical files; different seed -> different
+    run(tmp_path / "b")
+    run(tmp_path / "c", seed=6)
+    for it in doc["training"]:
+        assert (tmp_path / "a" / it["image"]).read_bytes() == (tmp_path / "b" / it["image"]).read_bytes()
+    assert any(
+        (tmp_path / "a" / it["image"]).read_bytes() != (tmp_path / "c" / it["image"]).read_bytes()
+        for it in doc["training"]
+    )
+
+
+def test_generate_resume(tmp_path):
+    full = run(tmp_path / "full")
+    part = tmp_path / "part"
+    run(part)
+    files = sorted((part / "png").rglob("*.png"))
+    removed = files[1]  # belongs to a batch whose other image survives
+    reference = removed.read_bytes()
+    removed.unlink()
+    stale = removed.parent / f".{removed.name}.xyz.tmp"
+    stale.write_bytes(b"half")  # leftover of a write killed by SIGKILL
+    res = run(part)
+    assert res.written == 1 and res.skipped == 4
+    assert removed.read_bytes() == reference
+    assert not stale.exists()
+    assert full.written == 5
+
+
+def test_generate_unconditional(tmp_path):
+    res = run(tmp_path, model=tiny(None), num_per_class=[3])
+    assert res.counts == [3] and len(list((tmp_path / "png" / "class_0").glob("*.png"))) == 3
+
+
+def test_generate_dicom_and_nifti(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from monai_synth.data.deid import check_deidentified
+
+    res = run(tmp_path, formats=("dicom", "nifti", "png"), class_names=["normal", "pneumonia"])
+    dcm = sorted((tmp_path / "dicom").rglob("*.dcm"))
+    assert len(dcm) == 5 and len(list((tmp_path / "nifti").rglob("*.nii.gz"))) == 5
+    datasets = [pydicom.dcmread(p) for p in dcm]
+    source = pydicom.dcmread(_real_like_source(tmp_path))
+    for ds in datasets:
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
+        assert ds.PatientName == "SYNTHETIC" and ds.PatientID == "SYNTHETIC"
+        assert ds.BurnedInAnnotation == "NO" and ds.PatientIdentityRemoved == "YES"
+        assert "SYNTHETIC" in ds.DeidentificationMethod
+        assert ds.pixel_array.shape == (8, 8) and ds.pixel_array.dtype == np.uint8
+        assert check_deidentified(ds, [source]) == []
+    assert len({ds.SOPInstanceUID for ds in datasets}) == 5
+    assert len({ds.StudyInstanceUID for ds in datasets}) == 1
+    assert len({ds.SeriesInstanceUID for ds in datasets}) == 2  # one series per class
+    # pixels agree across formats (same sample written three ways)
+    pairs = {p.name: p for p in (tmp_path / "png").rglob("*.png")}
+    for ds, p in zip(datasets, dcm):
+        png = np.asarray(Image.open(pairs[p.stem + ".png"]))
+        assert np.array_equal(ds.pixel_array, png)
+    loader = LoadImage(image_only=True)
+    for name, p in pairs.items():
+        nii = loader(str(next((tmp_path / "nifti").rglob(name.replace(".png", ".nii.gz")))))
+        assert np.allclose(np.asarray(loader(str(p))) / 255.0, np.asarray(nii), atol=0.5 / 255 + 1e-6)
+    assert set(res.datalists) == {"dicom", "nifti", "png"}
+
+
+def _real_like_source(tmp_path):
+    """A 'real' DICOM with identifiers, to check nothing leaks (written with pydicom's test helpers)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1", ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", "PID12345", "19700101"
+    ds.InstitutionName = "General Hospital"
+    path = tmp_path / "source.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_writers_values(tmp_path):
+    x = torch.tensor([[[-1.0, 0.0], [1.0, 2.0]]])
+    unit = to_unit_range(x)
+    assert np.allclose(unit, [[[0.0, 0.5], [1.0, 1.0]]])
+    assert to_uint8(unit).tolist() == [[[0, 128], [255, 255]]]
+    write_png(unit, tmp_path / "a.png")
+    assert np.asarray(Image.open(tmp_path / "a.png")).tolist() == [[0, 128], [255, 255]]
+    nib = pytest.importorskip("nibabel")
+    write_nifti(unit, tmp_path / "a.nii.gz")
+    assert np.allclose(nib.load(tmp_path / "a.nii.gz").get_fdata(), unit[0].T)
+    with pytest.raises(ValueError, match="single-channel"):
+        write_png(np.zeros((3, 2, 2)), tmp_path / "b.png")
+    with pytest.raises(ValueError, match="formats"):
+        run(tmp_path / "x", formats=("jpeg",))
+
+
+def test_load_weights_for_sampling(tmp_path):
+    from monai_synth.handlers import create_ema_model
+
+    net = tiny(seed=1)
+    ema = create_ema_model(net, decay=0.5)
+    ema.update_parameters(net)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    save_checkpoint(tmp_path / "ck" / "checkpoint_epoch00001.pt", net, ema_model=ema)
+    target = tiny(seed=2)
+    load_weights_for_sampling(target, tmp_path / "ck")  # folder -> latest, EMA weights
+    for a, b in zip(target.parameters(), ema.module.parameters()):
+        assert torch.equal(a, b)
+    load_weights_for_sampling(target, tmp_path / "ck" / "checkpoint_epoch00001.pt", use_ema=False)
+    for a, b in zip(target.parameters(), net.parameters()):
+        assert torch.equal(a, b)
+    torch.save(net.state_dict(), tmp_path / "plain.pt")
+    load_weights_for_sampling(tiny(seed=3), tmp_path / "plain.pt")
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        load_weights_for_sampling(target, tmp_path)
