@@ -1,0 +1,276 @@
+"""Tests for the guided-synthesis glue (seed 001): image preparation, reference pairs, sampling, annotated output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDIMScheduler
+
+from monai_synth.data.annotations import BoundingBox, load_voc_annotations
+from monai_synth.engines.guided import (
+    PreparedImage,
+    breast_bounding_box,
+    build_reference_pairs,
+    cut_patch,
+    guided_sample_pairs,
+    load_ct_slice,
+    load_mammogram,
+    load_prepared_images,
+    load_trained_network,
+    make_demo_guided_data,
+    mammo_patch_transform,
+    prepare_mammo_patch,
+    resolve_guided_data,
+    run_guided_sampling,
+    save_montage,
+    with_boxes,
+    without_boxes,
+    write_annotated_samples,
+)
+
+CT = "lung_ct_dicom_lungpetctdx_A0001"
+UID_FIRST = "1.3.6.1.4.1.14519.5.2.1.6655.2359.136943255924913899762603730997"  # box 278,308,360,394
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny_unet():
+    torch.manual_seed(0)
+    return DiffusionModelUNet(
+        spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8), attention_levels=(False, False),
+        num_res_blocks=1, norm_num_groups=8,
+    )
+
+
+def _ramp(size=16, value=0.0):
+    return PreparedImage(torch.full((1, size, size), value), [], "a")
+
+
+# ------------------------------------------------------------------------------------------------ real CT
+
+
+def test_ct_slice_matches_pydicom_by_hand(shared_data):
+    pydicom = pytest.importorskip("pydicom")
+    folder = shared_data / CT
+    anns = load_voc_annotations(folder / "annotations")
+    f = next(p for p in sorted((folder / "dicom").glob("*.dcm")) if pydicom.dcmread(p).SOPInstanceUID == UID_FIRST)
+    full = load_ct_slice(f, size=512, window="lung", annotations=anns)
+    # independent reference: HU = stored - 1024 (PROVENANCE), lung window L -600 W 1500 -> [-1350, 150] -> [-1, 1]
+    hu = pydicom.dcmread(f).pixel_array.astype(np.float32) - 1024.0
+    expected = np.clip((hu + 1350.0) / 1500.0, 0, 1) * 2 - 1
+    np.testing.assert_allclose(full.image[0].numpy(), expected, atol=1e-4)
+    assert full.uid == UID_FIRST and full.boxes == [BoundingBox("A", 278, 308, 360, 394)]
+    small = load_ct_slice(f, size=64, window="lung", annotations=anns)
+    assert small.image.shape == (1, 64, 64) and small.boxes[0].to_dict() == {
+        "label": "A", "xmin": 34, "ymin": 38, "xmax": 45, "ymax": 49}
+    # the tumour is soft tissue inside dark lung: the box is brighter than the slice on average
+    b = small.boxes[0]
+    assert small.image[0, b.ymin : b.ymax + 1, b.xmin : b.xmax + 1].mean() > small.image.mean() + 0.3
+
+
+def test_real_ct_pairs(shared_data):
+    data = resolve_guided_data("ct", shared_data / CT / "dicom", shared_data / CT / "annotations")
+    images = load_prepared_images(data, size=32, window="soft_tissue")
+    assert len(images) == 16 and len(with_boxes(images)) == 11 and len(without_boxes(images)) == 5
+    pairs = build_reference_pairs(without_boxes(images), with_boxes(images), num_samples=3)
+    assert pairs.anatomy.shape == pairs.pathology.shape == pairs.weight.shape == (3, 1, 32, 32)
+
+
+def test_real_mammogram_crop(shared_data):
+    f = shared_data / "mammography_cbis_ddsm" / "sfm-malign-0" / "1-282.dcm"
+    im = load_mammogram(f, size=32, boxes={"1-282.dcm": [[100, 2000, 400, 2300]]})
+    assert im.image.shape == (1, 32, 32) and len(im.boxes) == 1
+    # chest wall on the left after flipping: left half brighter than right half
+    assert im.image[0, :, :16].mean() > im.image[0, :, 16:].mean()
+
+
+# ------------------------------------------------------------------------------------------------ demo data
+
+
+@pytest.mark.parametrize("kind", ["ct", "mg"])
+def test_demo_data_boxes_cover_the_finding(tmp_path, kind):
+    from monai_synth.data.demo import make_demo_pair
+
+    dicom_dir, ann_dir = make_demo_guided_data(tmp_path, kind, n_per_class=1, n_pathology=1, size=32, seed=0)
+    anns = load_voc_annotations(ann_dir)
+    assert len(anns) == 1 and len(list(dicom_dir.glob("*.dcm"))) == 3
+    box = next(iter(anns.values())).objects[0]
+    normal, finding = make_demo_pair(kind, size=32, seed=1000)
+    diff = np.abs(finding.astype(float) - normal.astype(float))
+    r, c = np.unravel_index(np.argmax(diff), diff.shape)
+    assert box.ymin <= r <= box.ymax and box.xmin <= c <= box.xmax
+    images = load_prepared_images(resolve_guided_data(kind, dicom_dir, ann_dir), size=32)
+    assert len(with_boxes(images)) == 1
+
+
+def test_breast_bounding_box_drops_label():
+    img = np.zeros((100, 80), np.float32)
+    img[10:90, 0:50] = 0.8  # breast at the left edge: rows 10-89, cols 0-49
+    img[5:12, 70:78] = 1.0  # film label, separate, smaller and brighter
+    img += 0.01 * np.random.default_rng(0).standard_normal(img.shape).astype(np.float32)
+    assert breast_bounding_box(img) == (10, 90, 0, 50)
+    with pytest.raises(ValueError, match="constant"):
+        breast_bounding_box(np.ones((8, 8)))
+
+
+def test_mammogram_flip_and_box(tmp_path):
+    from monai_synth.data.demo import write_demo_dicom
+
+    img = np.full((64, 48), 10, np.uint16)
+    img[8:56, 16:48] = 1500  # breast on the right: it gets mirrored to the left
+    img[20:28, 30:38] = 4000  # "mass" at rows 20-27, cols 30-37
+    f = write_demo_dicom(tmp_path / "m.dcm", img, "mg")
+    im = load_mammogram(f, size=48, boxes={"m.dcm": [[30, 20, 37, 27]]})
+    # crop rows 8-55 (48) x cols 16-47 (32) -> flipped -> padded to 48 x 48 at column 0 -> identity resize
+    assert im.boxes == [BoundingBox("mass", 10, 12, 17, 19)]
+    b = im.boxes[0]
+    inside = im.image[0, b.ymin : b.ymax + 1, b.xmin : b.xmax + 1]
+    assert inside.min() > 0.9 and im.image[0, :, 32:].max() == -1.0  # padding on the right
+
+
+# ------------------------------------------------------------------------------------------------ conditions
+
+
+def test_cut_patch_margin_and_clip():
+    im = PreparedImage(torch.arange(256.0).reshape(1, 16, 16), [], "x")
+    patch, cut = cut_patch(im, BoundingBox("A", 4, 4, 7, 7), margin=0.25)
+    assert cut == BoundingBox("A", 3, 3, 8, 8) and torch.equal(patch, im.image[:, 3:9, 3:9])
+    _, cut = cut_patch(im, BoundingBox("A", 0, 12, 3, 15), margin=0.5)
+    assert cut == BoundingBox("A", 0, 10, 5, 15)
+
+
+def test_reference_pairs_by_hand():
+    anatomy = [_ramp(16, -0.5)]
+    path_img = torch.full((1, 16, 16), 0.0)
+    path_img[0, 4:8, 6:10] = 0.9
+    pathology = [PreparedImage(path_img, [BoundingBox("A", 6, 4, 9, 7)], "p"), _ramp(16, 0.3)]  # 2nd: no box
+    pairs = build_reference_pairs(anatomy, pathology, num_samples=2, margin=0.0, edge_blend=False)
+    assert pairs.boxes == [BoundingBox("A", 6, 4, 9, 7)] * 2  # same place, no shift
+    w = pairs.weight[0, 0]
+    assert (w[4:8, 6:10] > 0).all() and w.sum() == w[4:8, 6:10].sum()  # W zero outside the box (Eq. 5)
+    expected = torch.full((16, 16), -0.5)
+    expected[4:8, 6:10] = 0.9
+    torch.testing.assert_close(pairs.pathology[0, 0], expected)  # patch over the anatomy
+    torch.testing.assert_close(pairs.anatomy[1, 0], torch.full((16, 16), -0.5))
+    assert pairs.pathology_sources == ["p", "p"]
+
+
+def test_reference_pairs_with_rotation_swaps_box():
+    path_img = torch.zeros(1, 16, 16)
+    pathology = [PreparedImage(path_img, [BoundingBox("A", 2, 4, 9, 7)], "p")]  # 8 wide, 4 high
+    rot = lambda p, a, s: torch.rot90(p, 1, dims=(-2, -1))  # noqa: E731
+    pairs = build_reference_pairs([_ramp()], pathology, 1, patch_transform=rot, margin=0.0)
+    b = pairs.boxes[0]
+    assert (b.width, b.height) == (4, 8)
+
+
+def test_reference_pair_errors():
+    with pytest.raises(ValueError, match="no pathology reference has a box"):
+        build_reference_pairs([_ramp()], [_ramp()], 1)
+    with pytest.raises(ValueError, match="anatomy"):
+        build_reference_pairs([], [_ramp()], 1)
+    with pytest.raises(ValueError, match="num_samples"):
+        build_reference_pairs([_ramp()], [_ramp()], 0)
+
+
+def test_prepare_mammo_patch():
+    g = torch.Generator().manual_seed(0)
+    patch = torch.rand(1, 9, 9, generator=g) * 2 - 1
+    reference = torch.linspace(-1, 1, 256).reshape(1, 16, 16)  # [0, 1] after mapping: min 0, 0.99-quantile 0.99
+    out = prepare_mammo_patch(patch, reference, q_range=(0.99, 0.99))
+    # equalization keeps the order of the 81 distinct values; normalization puts them on [0, 0.99]
+    p01 = ((out + 1) / 2).flatten().sort().values
+    assert float(p01[0]) == pytest.approx(0.0, abs=1e-6) and float(p01[-1]) == pytest.approx(0.99, abs=1e-5)
+    by_input = out.flatten()[torch.argsort(patch.flatten())]
+    assert (by_input[1:] >= by_input[:-1]).all()  # monotone: equalization keeps the order (ties allowed)
+    t = mammo_patch_transform(q_range=(0.98, 0.98))
+    a, b = t(patch, reference, 3), t(patch, reference, 3)
+    assert torch.equal(a, b) and a.shape == (1, 9, 9)
+
+
+def test_edge_blend_fades_patch_into_anatomy():
+    anatomy = [_ramp(16, -0.5)]
+    img = torch.full((1, 16, 16), 0.5)
+    pairs = build_reference_pairs(anatomy, [PreparedImage(img, [BoundingBox("A", 4, 4, 11, 11)], "p")], 1, margin=0.0)
+    w = pairs.weight[0]
+    # y_2 = y_1 + G (patch - y_1), G = W: closed form
+    torch.testing.assert_close(pairs.pathology[0], -0.5 + w * (0.5 - -0.5))
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+
+
+def test_guided_sample_pairs_and_outputs(tmp_path):
+    model = _tiny_unet()
+    sched = DDIMScheduler(num_train_timesteps=50)
+    anat = [_ramp(16, -0.5)]
+    img = torch.full((1, 16, 16), -0.5)
+    img[0, 4:12, 4:12] = 0.8
+    path = [PreparedImage(img, [BoundingBox("A", 4, 4, 11, 11)], "p")]
+    pairs = build_reference_pairs(anat, path, num_samples=3, margin=0.0)
+    a = guided_sample_pairs(model, sched, pairs, anatomy_factor=2, pathology_factor=2, batch_size=2,
+                            num_inference_steps=10, seed=1)
+    b = guided_sample_pairs(model, sched, pairs, anatomy_factor=2, pathology_factor=2, batch_size=2,
+                            num_inference_steps=10, seed=1)
+    assert a.shape == (3, 1, 16, 16) and torch.equal(a, b)
+    # lesion brighter than the anatomy background in every sample
+    assert (a[:, 0, 6:10, 6:10].mean(dim=(1, 2)) > a[:, 0, :, :3].mean(dim=(1, 2)) + 0.5).all()
+    jsons = run_guided_sampling(model, sched, anat, path, tmp_path, num_samples=2, num_inference_steps=5)
+    rec = json.loads(jsons[1].read_text())
+    assert rec["boxes"] == [{"label": "A", "xmin": 4, "ymin": 4, "xmax": 11, "ymax": 11}]
+    assert rec["pathology_reference"] == "p" and (tmp_path / "anatomy_0001.png").is_file()
+    from PIL import Image
+
+    montage = np.asarray(Image.open(save_montage(tmp_path, tmp_path / "m.png", num_rows=2, scale=3)))
+    assert montage.shape == (2 * 48 + 2, 5 * 48 + 4 * 2, 3)
+    # last tile: red box outline at rows/cols 4*3 .. 12*3-1 of the first sample
+    assert tuple(montage[12, 4 * 50 + 12]) == (255, 0, 0) and tuple(montage[35, 4 * 50 + 35]) == (255, 0, 0)
+    w = np.asarray(Image.open(tmp_path / "weight_0000.png"))
+    assert w[0, 0] == 0 and w[7, 7] > 200  # W: 0 outside the lesion box, near 1 at its centre
+
+
+def test_write_annotated_samples(tmp_path):
+    from PIL import Image
+
+    images = torch.stack([torch.full((1, 8, 8), -1.0), torch.full((1, 8, 8), 1.0)])
+    boxes = [BoundingBox("A", 1, 2, 3, 4), BoundingBox("B", 0, 0, 7, 7)]
+    paths = write_annotated_samples(images, boxes, tmp_path, extra=[{"k": 1}, {"k": 2}])
+    rec = json.loads(paths[0].read_text())
+    assert rec == {"image": "sample_0000.png", "mask": "sample_0000_mask.png", "size": [8, 8],
+                   "boxes": [{"label": "A", "xmin": 1, "ymin": 2, "xmax": 3, "ymax": 4}], "k": 1}
+    assert np.asarray(Image.open(tmp_path / "sample_0000.png")).max() == 0
+    assert np.asarray(Image.open(tmp_path / "sample_0001.png")).min() == 255
+    mask = np.asarray(Image.open(tmp_path / "sample_0000_mask.png"))
+    expected = np.zeros((8, 8), np.uint8)
+    expected[2:5, 1:4] = 255
+    np.testing.assert_array_equal(mask, expected)
+    with pytest.raises(ValueError, match="entries"):
+        write_annotated_samples(images, boxes[:1], tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        pytest.param({"kind": "xr"}, "kind", id="kind"),
+        pytest.param({"kind": "ct"}, "demo_dir", id="no_source"),
+        pytest.param({"kind": "ct", "dicom_dir": "/nonexistent/x"}, "does not exist", id="missing"),
+    ],
+)
+def test_resolve_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_guided_data(**kwargs)
+
+
+def test_load_trained_network_needs_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="run the training config first"):
+        load_trained_network(_tiny_unet(), tmp_path)
