@@ -1,0 +1,148 @@
+"""Synthetic-data utility on a CPU budget: train the generator, sample, FID, classifiers -> utility.json.
+
+Usage::
+
+    python benchmarks/utility.py --data ../shared/data/pneumoniamnist/pneumoniamnist_reconstructed.npz \\
+        --train-minutes 30 --out utility.json
+
+``--data`` is a MedMNIST-layout ``.npz`` or a folder with ``train/``, ``valid/`` (or ``val/``) and ``test/`` splits,
+each holding one subfolder of PNG images per class. Images are resized to ``--image-size``.
+
+The chain is :func:`monai_synth.pipeline.run_pipeline` with the bundle's default recipe (overridable with
+``--recipe key=value``), 500 synthetic images per class, and seed 000 Table 2 rows 1, 3, 9, 11, 17 with their
+geometric-augmentation twins 5, 7, 13, 15, 18 at seed 000 classifier settings (ResNet-18, SGD 1e-3, 20 epochs).
+Every classifier run is an MLflow child run; the generator trial is an MLflow run with its wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROWS = (1, 3, 9, 11, 17, 5, 7, 13, 15, 18)
+
+
+def _parse_recipe(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if not _:
+            raise SystemExit(f"--recipe expects key=value, got {pair!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="MedMNIST .npz or a folder with train/valid/test splits")
+    parser.add_argument("--train-minutes", type=float, default=30.0, help="wall-clock budget of generator training")
+    parser.add_argument("--max-epochs", type=int, default=200, help="epoch cap of generator training")
+    parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--n-per-class", type=int, default=500, help="synthetic images per class")
+    parser.add_argument("--classifier-epochs", type=int, default=20)
+    parser.add_argument("--rows", type=str, default=",".join(map(str, ROWS)), help="seed 000 Table 2 rows to run")
+    parser.add_argument("--fid-images", type=int, default=1000)
+    parser.add_argument("--no-fid", action="store_true")
+    parser.add_argument("--recipe", nargs="*", default=[], help="DiffusionRecipe overrides, key=value")
+    parser.add_argument("--work-dir", default="./outputs/utility")
+    parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="utility.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    from monai_synth.engines.classification import ClassifierRunConfig
+    from monai_synth.pipeline import DiffusionRecipe, run_pipeline
+    from monai_synth.study import seed000_table2
+
+    data = Path(args.data)
+    source = "medmnist" if data.suffix == ".npz" else "folder"
+    recipe = DiffusionRecipe(
+        image_size=args.image_size,
+        epochs=args.max_epochs,
+        train_minutes=args.train_minutes,
+        **_parse_recipe(args.recipe),
+    )
+    rows = {int(r) for r in args.rows.split(",") if r}
+    grid = [
+        c
+        for c in seed000_table2(ClassifierRunConfig(epochs=args.classifier_epochs))
+        if int(c.tags["table2_row"]) in rows
+    ]
+    t0 = time.perf_counter()
+    summary = run_pipeline(
+        output_dir=args.work_dir,
+        source=source,
+        path=data,
+        recipe=recipe,
+        n_synthetic_per_class=args.n_per_class,
+        grid=grid,
+        tracking_uri=args.tracking_uri,
+        experiment="synthetic_utility",
+        fid=not args.no_fid,
+        fid_max_images=args.fid_images,
+        device=args.device,
+        progress=sys.stderr.isatty(),
+    )
+    by_row = {int(r["tags"]["table2_row"]): r for r in summary["runs"]}
+
+    def metric(row: int, key: str) -> float | None:
+        return by_row[row][key] if row in by_row else None
+
+    fid = summary.get("fid", {})
+    out = {
+        "data": str(data),
+        "train_minutes": summary["generator"]["train_minutes"],
+        "generator_epochs": summary["generator"]["epochs"],
+        "generator_img_per_s": summary["generator"]["img_per_s"],
+        "sample_minutes": summary["synthetic"]["sample_minutes"],
+        "n_synthetic": summary["synthetic"]["n"],
+        "synthetic_only_acc": metric(17, "accuracy"),
+        "synthetic_only_auc": metric(17, "auc"),
+        "pt10_acc": metric(11, "accuracy"),
+        "real10_acc": metric(9, "accuracy"),
+        "real100_acc": metric(1, "accuracy"),
+        "fid_synth_test": fid.get("fid_synth_test"),
+        "fid_train_test": fid.get("fid_train_test"),
+        "fid_ratio": fid.get("fid_ratio"),
+        "targets": {
+            "synthetic_only_acc>=0.80": None if metric(17, "accuracy") is None else metric(17, "accuracy") >= 0.80,
+            "synthetic_only_auc>=0.85": None if metric(17, "auc") is None else metric(17, "auc") >= 0.85,
+            "pt10_acc>real10_acc": None
+            if metric(11, "accuracy") is None or metric(9, "accuracy") is None
+            else metric(11, "accuracy") > metric(9, "accuracy"),
+            "fid_ratio<=1.5": None if not fid else fid["fid_ratio"] <= 1.5,
+        },
+        "runs": summary["runs"],
+        "recipe": summary["recipe"],
+        "total_minutes": (time.perf_counter() - t0) / 60.0,
+    }
+    _log_trial(out, args)
+    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
+    logging.getLogger("utility").info("wrote %s", args.out)
+    return out
+
+
+def _log_trial(out: dict, args: argparse.Namespace) -> None:
+    """Log the whole trial (recipe, wall times, utility figures) as one MLflow run next to the classifier runs."""
+    import mlflow
+
+    from monai_synth.handlers.mlflow_extras import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(args.tracking_uri, Path(args.work_dir) / "study"))
+    mlflow.set_experiment("synthetic_utility")
+    with mlflow.start_run(run_name="utility_trial", tags={"role": "utility_trial"}):
+        mlflow.log_params({f"recipe.{k}": v for k, v in out["recipe"].items()})
+        mlflow.log_metrics({k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and v is not None})
+
+
+if __name__ == "__main__":
+    main()
