@@ -1,1 +1,100 @@
-"""TODO."""
+"""Evaluation metrics for synthetic images: FID, KID, SSIM/MS-SSIM/MSE, feature extractors, memorization audit.
+
+Pure compute functions and MONAI-style metric classes; nothing here imports Ignite (see ``monai_synth.handlers``).
+"""
+
+from __future__ import annotations
+
+from .classification import (
+    METRIC_NAMES,
+    PrecisionRecallF1,
+    accuracy,
+    classification_metrics,
+    confusion_matrix,
+    per_class_accuracy,
+    precision_recall_f1,
+    rank_with_ties,
+    roc_auc,
+)
+from .features import (
+    INCEPTION_DIMS,
+    INCEPTION_INPUT_RANGE,
+    FeatureExtractor,
+    InceptionFeatureExtractor,
+    as_float_images,
+    locate_inception_weights,
+    resize_tf_bilinear,
+)
+from .fid import FeatureStatistics, FIDMetric, compute_fid, fid_from_images, frechet_distance
+from .kid import KIDMetric, KIDResult, compute_kid, mmd2_unbiased, polynomial_kernel
+from .memorization import (
+    MemorizationReport,
+    NearCopyReport,
+    SpaceAudit,
+    filter_near_copies,
+    memorization_audit,
+    nearest_neighbours,
+    pixel_vectors,
+    plot_closest_pairs,
+)
+from .similarity import (
+    MS_SSIM_WEIGHTS,
+    PairwiseScore,
+    ms_ssim_between,
+    ms_ssim_params_for_size,
+    ms_ssim_within,
+    mse_between,
+    mse_of_means,
+    sample_pairs,
+    ssim_between,
+    ssim_within,
+)
+
+__all__ = [
+    "INCEPTION_DIMS",
+    "INCEPTION_INPUT_RANGE",
+    "FeatureExtractor",
+    "InceptionFeatureExtractor",
+    "as_float_images",
+    "locate_inception_weights",
+    "resize_tf_bilinear",
+    "FeatureStatistics",
+    "FIDMetric",
+    "compute_fid",
+    "fid_from_images",
+    "frechet_distance",
+    "KIDMetric",
+    "KIDResult",
+    "compute_kid",
+    "mmd2_unbiased",
+    "polynomial_kernel",
+    "MemorizationReport",
+    "NearCopyReport",
+    "SpaceAudit",
+    "filter_near_copies",
+    "memorization_audit",
+    "nearest_neighbours",
+    "pixel_vectors",
+    "plot_closest_pairs",
+    "MS_SSIM_WEIGHTS",
+    "PairwiseScore",
+    "ms_ssim_between",
+    "ms_ssim_params_for_size",
+    "ms_ssim_within",
+    "mse_between",
+    "mse_of_means",
+    "sample_pairs",
+    "ssim_between",
+    "ssim_within",
+]
+__all__ += [
+    "METRIC_NAMES",
+    "PrecisionRecallF1",
+    "accuracy",
+    "classification_metrics",
+    "confusion_matrix",
+    "per_class_accuracy",
+    "precision_recall_f1",
+    "rank_with_ties",
+    "roc_auc",
+]

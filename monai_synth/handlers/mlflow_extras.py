@@ -1,0 +1,261 @@
+"""MLflow helpers for what :class:`monai.handlers.MLFlowHandler` lacks: up-front reachability checks, parameters
+with provenance, figures, parent/child (nested) runs, and run look-up by tag for resumable studies.
+
+MONAI's handler logs ``engine.state.metrics`` per epoch (and optionally the loss per iteration); these helpers
+are used beside it. All take an explicit :class:`mlflow.MlflowClient` (no global active-run state), so several
+runs can be written from one process without ``mlflow.start_run`` stacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from monai.utils import optional_import
+
+from monai_synth.utils.io import ensure_writable_dir
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+    from mlflow import MlflowClient
+
+__all__ = [
+    "TrackingUnavailableError",
+    "PARENT_TAG",
+    "resolve_tracking_uri",
+    "check_tracking_uri",
+    "make_client",
+    "get_or_create_experiment",
+    "create_run",
+    "end_run",
+    "log_params",
+    "log_figure",
+    "log_dict",
+    "find_runs",
+    "MLflowParamsHandler",
+    "MLflowFigureHandler",
+]
+
+logger = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag for nested runs (the UI groups children under the parent)
+_MAX_PARAM_LEN = 6000
+
+
+class TrackingUnavailableError(ConnectionError):
+    """The MLflow tracking URI cannot be reached or written."""
+
+
+def resolve_tracking_uri(tracking_uri: str | None, output_dir: str | os.PathLike | None = None) -> str:
+    """The tracking URI to use: ``tracking_uri`` if given, else ``$MLFLOW_TRACKING_URI``, else
+    ``sqlite:///<output_dir>/mlruns.db`` (absolute path).
+
+    Raises:
+        ValueError: for a plain path or ``file://`` URI (MLflow >= 3.13 no longer supports the file store) and when
+            nothing is given and ``output_dir`` is None.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        if output_dir is None:
+            raise ValueError(
+                "Give `tracking_uri` or `output_dir` (the default store is sqlite:///<output_dir>/mlruns.db)."
+            )
+        uri = "sqlite:///" + str((Path(output_dir) / "mlruns.db").resolve())
+    if uri.startswith("file:") or "://" not in uri:
+        raise ValueError(
+            f"`tracking_uri` {uri!r} is a file store, which MLflow no longer supports; use sqlite:///<path>/mlruns.db "
+            "or an http(s):// tracking server."
+        )
+    return uri
+
+
+def check_tracking_uri(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Check before training that ``tracking_uri`` answers (http/https: ``GET /health``; sqlite: the folder of the
+    database is writable; other schemes: one ``search_experiments`` call).
+
+    Raises:
+        TrackingUnavailableError: naming the URI, with what to do.
+    """
+    hint = "Start the server / fix the URI, or pass on_unreachable='warn' to train without MLflow tracking."
+    if tracking_uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout).close()
+        except urllib.error.HTTPError:
+            return  # the server answered (e.g. 401/404 behind a proxy): reachable
+        except (urllib.error.URLError, OSError) as e:
+            raise TrackingUnavailableError(f"MLflow tracking URI {tracking_uri!r} is unreachable ({e}). {hint}") from e
+        return
+    if tracking_uri.startswith("sqlite:///"):
+        try:
+            ensure_writable_dir(Path(tracking_uri[len("sqlite:///") :]).parent)
+        except PermissionError as e:
+            raise TrackingUnavailableError(f"MLflow tracking URI {tracking_uri!r} is not writable ({e}). {hint}") from e
+        return
+    try:
+        make_client(tracking_uri).search_experiments(max_results=1)
+    except Exception as e:  # any backend error means we cannot track
+        raise TrackingUnavailableError(f"MLflow tracking URI {tracking_uri!r} does not answer ({e}). {hint}") from e
+
+
+def make_client(tracking_uri: str) -> MlflowClient:
+    """An :class:`mlflow.MlflowClient` bound to ``tracking_uri`` (mlflow imported lazily)."""
+    mlflow, _ = optional_import("mlflow", descriptor="Install mlflow to track runs.")
+    return mlflow.MlflowClient(tracking_uri=tracking_uri)
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """Experiment id of ``name``, creating it when needed. With a ``sqlite:///`` store, artifacts go to
+    ``<db folder>/mlruns`` (as MONAI's ``MLFlowHandler`` does).
+
+    Raises:
+        ValueError: when the experiment exists but is deleted.
+    """
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        location = None
+        uri = str(client.tracking_uri)
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri[len("sqlite:///") :]).parent / "mlruns").resolve().as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except Exception:  # created concurrently
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage != "active":
+        raise ValueError(f"MLflow experiment {name!r} is deleted; restore it or choose another `experiment` name.")
+    return exp.experiment_id
+
+
+def create_run(
+    client: MlflowClient,
+    experiment_id: str,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a RUNNING run (a child of ``parent_run_id`` when given) and return its id."""
+    all_tags = {k: str(v) for k, v in (tags or {}).items()}
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    return client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
+
+
+def end_run(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
+    """Terminate a run with ``status`` in FINISHED / FAILED / KILLED."""
+    if status not in ("FINISHED", "FAILED", "KILLED"):
+        raise ValueError(f"`status` must be one of ['FAILED', 'FINISHED', 'KILLED'], got {status!r}.")
+    client.set_terminated(run_id, status)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log (nested) parameters, flattened with dots; None becomes ``"None"``, long values are truncated.
+
+    Keys already logged with the same value are skipped (MLflow forbids changing a logged parameter).
+    """
+    mlflow_entities, _ = optional_import("mlflow.entities")
+    existing = client.get_run(run_id).data.params
+    items = []
+    for k, v in _flatten(params).items():
+        sv = str(v)[:_MAX_PARAM_LEN]
+        if k in existing:
+            if existing[k] != sv:
+                logger.warning("MLflow param %r already logged as %r; keeping it (new value %r).", k, existing[k], sv)
+            continue
+        items.append(mlflow_entities.Param(k, sv))
+    for i in range(0, len(items), 100):  # log_batch accepts at most 100 params per call
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def log_figure(client: MlflowClient, run_id: str, figure: Any, artifact_file: str) -> None:
+    """Log a matplotlib figure as a PNG artifact (e.g. ``figures/confusion_matrix.png``)."""
+    client.log_figure(run_id, figure, artifact_file)
+
+
+def log_dict(client: MlflowClient, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
+    """Log a JSON-serialisable dict as an artifact."""
+    client.log_text(run_id, json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
+
+
+def find_runs(
+    client: MlflowClient, experiment_id: str, tags: Mapping[str, str], statuses: tuple[str, ...] | None = None
+) -> list:
+    """Runs of an experiment whose tags equal ``tags`` (and whose status is in ``statuses`` if given), newest first."""
+    flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=flt,
+            max_results=1000,
+            page_token=token,
+            order_by=["attributes.start_time DESC"],
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    if statuses is not None:
+        runs = [r for r in runs if r.info.status in statuses]
+    return runs
+
+
+class MLflowParamsHandler:
+    """Ignite handler logging fixed parameters to an existing MLflow run when the engine starts.
+
+    Args:
+        client: MLflow client.
+        run_id: target run.
+        params: nested mapping, flattened with dots.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+        self.client, self.run_id, self.params = client, run_id, dict(params)
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        log_params(self.client, self.run_id, self.params)
+
+
+class MLflowFigureHandler:
+    """Ignite handler logging a matplotlib figure built from the engine when it completes.
+
+    Args:
+        client: MLflow client.
+        run_id: target run.
+        make_figure: ``engine -> matplotlib Figure``.
+        artifact_file: artifact path, e.g. ``figures/curves.png``.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str, make_figure: Callable[[Engine], Any], artifact_file: str):
+        self.client, self.run_id, self.make_figure, self.artifact_file = client, run_id, make_figure, artifact_file
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        log_figure(self.client, self.run_id, self.make_figure(engine), self.artifact_file)

@@ -1,0 +1,328 @@
+"""Resumable grid studies of classifier runs under one MLflow experiment (parent run + nested child runs).
+
+Presets reproduce seed 000 Table 2 (18 arms: geometric augmentation x synthetic pretraining x real fine-tuning
+fraction x weighted loss) and seed 001 Table 1 (real data + 2500 ... 10000 synthetic images).
+
+Resuming: each child run is identified by a deterministic *run key* (SHA-256 of the config identity and the data
+fingerprints), stored as the tag ``monai_synth.run_key``. A study skips runs whose key already has a FINISHED run
+in the same study; FAILED / KILLED runs are redone, and runs left RUNNING by a dead process are marked KILLED when
+the study starts again (one writer per study is assumed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monai_synth.engines import classification as _cls
+from monai_synth.engines.classification import ClassifierRunConfig, RunResult, data_fingerprint
+from monai_synth.handlers import mlflow_extras as mx
+
+__all__ = [
+    "STUDY_TAG",
+    "ROLE_TAG",
+    "RUN_KEY_TAG",
+    "StudyData",
+    "expand_grid",
+    "seed000_table2",
+    "seed001_increments",
+    "GRID_PRESETS",
+    "get_grid",
+    "run_key",
+    "run_study",
+    "result_from_mlflow",
+    "items_from_npz",
+]
+
+logger = logging.getLogger(__name__)
+
+STUDY_TAG = "monai_synth.study"
+ROLE_TAG = "monai_synth.role"  # "parent" or "child"
+RUN_KEY_TAG = "monai_synth.run_key"
+TABLE2_ROW_TAG = "table2_row"
+
+# seed 000 Table 2: (row, geometric aug, synthetic pretraining, real data FT %, weighted loss)
+_TABLE2_ARMS = [
+    (1, False, False, 100, False), (2, False, False, 100, True), (3, False, True, 100, False),
+    (4, False, True, 100, True), (5, True, False, 100, False), (6, True, False, 100, True),
+    (7, True, True, 100, False), (8, True, True, 100, True), (9, False, False, 10, False),
+    (10, False, False, 10, True), (11, False, True, 10, False), (12, False, True, 10, True),
+    (13, True, False, 10, False), (14, True, False, 10, True), (15, True, True, 10, False),
+    (16, True, True, 10, True), (17, False, True, 0, False), (18, True, True, 0, False),
+]  # fmt: skip
+
+
+@dataclass
+class StudyData:
+    """The data of a study: real train/val/test lists and an optional synthetic list (items as in
+    :func:`~monai_synth.engines.classification.train_classifier`)."""
+
+    train: Sequence[Mapping[str, Any]]
+    val: Sequence[Mapping[str, Any]]
+    test: Sequence[Mapping[str, Any]]
+    synthetic: Sequence[Mapping[str, Any]] | None = None
+
+    def fingerprints(self) -> dict[str, str]:
+        """:func:`data_fingerprint` of each split."""
+        return {k: data_fingerprint(getattr(self, k)) for k in ("train", "val", "test", "synthetic")}
+
+
+def items_from_npz(path: str | os.PathLike, split: str) -> list[dict[str, Any]]:
+    """Items ``{"image": uint8 (1, H, W), "label": int}`` of one split of a MedMNIST-layout ``.npz``
+    (keys ``<split>_images``, ``<split>_labels``), e.g. PneumoniaMNIST; read with ``allow_pickle=False``.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: missing keys for ``split``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Dataset file {str(path)!r} does not exist.")
+    with np.load(path, allow_pickle=False) as d:
+        keys = (f"{split}_images", f"{split}_labels")
+        if not all(k in d for k in keys):
+            raise ValueError(f"{str(path)!r} has no {keys} (keys: {sorted(d.keys())}); check `split`.")
+        images, labels = d[keys[0]], d[keys[1]].reshape(len(d[keys[1]]), -1)[:, 0]
+    if images.ndim == 3:  # (N, H, W) -> channel first
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[-1] in (1, 3):  # MedMNIST RGB (N, H, W, C)
+        images = np.moveaxis(images, -1, 1)
+    return [{"image": images[i], "label": int(labels[i])} for i in range(len(labels))]
+
+
+def expand_grid(base: ClassifierRunConfig | None = None, **axes: Sequence[Any]) -> list[ClassifierRunConfig]:
+    """Cartesian product of option values over ``base``, e.g.
+    ``expand_grid(base, geometric_aug=[False, True], seed=[0, 1, 2])`` gives 6 runs (last axis fastest).
+
+    Raises:
+        ValueError: for an unknown option name (and any invalid value, through the config's validation).
+    """
+    base = base or ClassifierRunConfig()
+    fields = set(base.to_dict())
+    for k in axes:
+        if k not in fields:
+            raise ValueError(f"grid axis {k!r} is not a ClassifierRunConfig option; choose from {sorted(fields)}.")
+    keys = list(axes)
+    out = []
+    for values in itertools.product(*(list(axes[k]) for k in keys)):
+        changes = dict(zip(keys, values))
+        name = "_".join(f"{k}={v}" for k, v in changes.items()) or base.name
+        out.append(base.replace(name=name, **changes))
+    return out
+
+
+def seed000_table2(base: ClassifierRunConfig | None = None) -> list[ClassifierRunConfig]:
+    """The 18 arms of seed 000 Table 2 (rows 1-16: all combinations at 100 % / 10 % real fine-tuning; rows 17-18:
+    synthetic only, with and without geometric augmentation). The row number is kept in the tag ``table2_row``.
+    """
+    base = base or ClassifierRunConfig()
+    out = []
+    for row, geo, pt, ft, wl in _TABLE2_ARMS:
+        tags = {**base.tags, TABLE2_ROW_TAG: str(row), "reference": "seed000"}
+        out.append(
+            base.replace(
+                geometric_aug=geo,
+                synthetic_pretrain=pt,
+                real_fraction=ft / 100.0,
+                weighted_loss=wl,
+                name=f"t2_row{row:02d}",
+                tags=tags,
+            )
+        )
+    return out
+
+
+def seed001_increments(
+    base: ClassifierRunConfig | None = None, increments: Sequence[int] = (0, 2500, 5000, 7500, 10000)
+) -> list[ClassifierRunConfig]:
+    """Seed 001 Table 1: real training data plus increasing numbers of synthetic images (default +0 ... +10000)."""
+    base = base or ClassifierRunConfig()
+    return [
+        base.replace(synthetic_added=int(n), name=f"synth_plus{int(n)}", tags={**base.tags, "synthetic_added": str(n)})
+        for n in increments
+    ]
+
+
+GRID_PRESETS: dict[str, Callable[..., list[ClassifierRunConfig]]] = {
+    "seed000_table2": seed000_table2,
+    "seed001_increments": seed001_increments,
+}
+
+
+def get_grid(
+    grid: str | Sequence[ClassifierRunConfig], base: ClassifierRunConfig | Mapping[str, Any] | None = None
+) -> list[ClassifierRunConfig]:
+    """A preset name from ``GRID_PRESETS`` (built over ``base``) or an explicit list of configs.
+
+    ``base`` may be a dict of :class:`ClassifierRunConfig` options (convenient from a bundle config).
+    """
+    if isinstance(base, Mapping):
+        base = ClassifierRunConfig(**base)
+    if isinstance(grid, str):
+        if grid not in GRID_PRESETS:
+            raise ValueError(f"`grid` must be one of {sorted(GRID_PRESETS)} or a list of configs, got {grid!r}.")
+        return GRID_PRESETS[grid](base)
+    configs = list(grid)
+    if not configs or not all(isinstance(c, ClassifierRunConfig) for c in configs):
+        raise ValueError("`grid` must be a preset name or a non-empty list of ClassifierRunConfig.")
+    return configs
+
+
+def run_key(config: ClassifierRunConfig, fingerprints: Mapping[str, str]) -> str:
+    """Deterministic id of a run: SHA-256 (16 hex) of the config identity and the fingerprints of the data it uses."""
+    used = {k: fingerprints.get(k, "") for k in ("train", "val", "test")}
+    if config.uses_synthetic:
+        used["synthetic"] = fingerprints.get("synthetic", "")
+    blob = json.dumps({"config": config.identity(), "data": used}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def result_from_mlflow(client: Any, run: Any, config: ClassifierRunConfig) -> RunResult:
+    """Rebuild a :class:`RunResult` of a FINISHED run from its ``results.json`` artifact (metrics as fallback)."""
+    run_id = run.info.run_id
+    metrics = run.data.metrics
+    test = {k[len("test_") :]: float(v) for k, v in metrics.items() if k.startswith("test_") and "_cm_" not in k}
+    res = RunResult(config=config, config_hash=config.config_hash(), test_metrics=test, run_id=run_id, skipped=True)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(run_id, "results.json", tmp)
+            data = json.loads(Path(path).read_text())
+        res.best_val_metric = float(data.get("best_val", float("nan")))
+        res.best_epoch = int(data.get("best_epoch", -1))
+        res.history = data.get("history", {})
+        res.data_sizes = data.get("data_sizes", {})
+        res.confusion_matrix = np.asarray(data["confusion_matrix"], dtype=np.int64)
+    except Exception as e:  # artifact store unavailable: metrics are enough for the comparison
+        logger.warning("could not read results.json of run %s (%s); using logged metrics only.", run_id, e)
+    return res
+
+
+def _get_parent_run(client: Any, exp_id: str, study: str, params: Mapping[str, Any]) -> str:
+    runs = mx.find_runs(client, exp_id, {STUDY_TAG: study, ROLE_TAG: "parent"})
+    if runs:
+        run_id = runs[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        logger.info("resuming study %r in parent run %s", study, run_id)
+    else:
+        run_id = mx.create_run(client, exp_id, run_name=study, tags={STUDY_TAG: study, ROLE_TAG: "parent"})
+    mx.log_params(client, run_id, params)
+    return run_id
+
+
+def run_study(
+    grid: str | Sequence[ClassifierRunConfig],
+    data: StudyData | Mapping[str, Any],
+    tracking_uri: str | None = None,
+    experiment: str = "augmentation_study",
+    output_dir: str | os.PathLike = "./augmentation_study",
+    study_name: str | None = None,
+    base: ClassifierRunConfig | Mapping[str, Any] | None = None,
+    resume: bool = True,
+    continue_on_error: bool = False,
+    compare: bool = True,
+    reference: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> list[RunResult]:
+    """Run every config of ``grid`` as a nested child run of one parent run, skipping finished ones.
+
+    Args:
+        grid: a preset name (``"seed000_table2"``, ``"seed001_increments"``) or a list of configs.
+        data: :class:`StudyData` or a dict with keys train/val/test[/synthetic].
+        tracking_uri: MLflow URI; default ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<output_dir>/mlruns.db``.
+            Checked up front: an unreachable URI raises :class:`~monai_synth.handlers.TrackingUnavailableError`.
+        experiment: MLflow experiment name.
+        output_dir: local outputs (state dicts, figures, default store, comparison).
+        study_name: parent run name and tag (default: the preset name or ``"study"``).
+        base: base options for a preset (a config or a dict of options).
+        resume: skip runs whose run key has a FINISHED run in this study.
+        continue_on_error: log a failed run (it is marked FAILED) and go on, instead of stopping the study.
+        compare: write the comparison table and figures at the end (see :func:`monai_synth.compare.compare_runs`)
+            and log them to the parent run.
+        reference: ``"seed000"`` to put seed 000 Table 2 values beside ours in the comparison.
+        device: torch device for training.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        one :class:`RunResult` per finished grid entry, in grid order (``skipped=True`` for reused runs; runs that
+        failed under ``continue_on_error`` are left out).
+    """
+    from tqdm.auto import tqdm
+
+    configs = get_grid(grid, base)
+    if isinstance(data, Mapping):
+        data = StudyData(**data)
+    study = study_name or (grid if isinstance(grid, str) else "study")
+    prints = data.fingerprints()
+    keys = [run_key(c, prints) for c in configs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("`grid` holds duplicate runs (identical options); make each config differ (e.g. `seed`).")
+    uri = mx.resolve_tracking_uri(tracking_uri, output_dir)
+    mx.check_tracking_uri(uri)
+    client = mx.make_client(uri)
+    exp_id = mx.get_or_create_experiment(client, experiment)
+    parent = _get_parent_run(
+        client,
+        exp_id,
+        study,
+        {"study": study, "n_runs": len(configs), **{f"data_fingerprint.{k}": v for k, v in prints.items()}},
+    )
+    # runs left RUNNING by a process that died are not finished: mark them KILLED so they are redone
+    for r in mx.find_runs(client, exp_id, {STUDY_TAG: study, ROLE_TAG: "child"}, statuses=("RUNNING",)):
+        logger.warning("marking stale RUNNING run %s (%s) as KILLED", r.info.run_id, r.info.run_name)
+        mx.end_run(client, r.info.run_id, "KILLED")
+    results: list[RunResult] = []
+    status = "FAILED"
+    try:
+        bar = tqdm(list(zip(configs, keys)), desc=study, disable=not progress)
+        for config, key in bar:
+            bar.set_postfix_str(config.name or key)
+            if resume:
+                done = mx.find_runs(client, exp_id, {STUDY_TAG: study, RUN_KEY_TAG: key}, statuses=("FINISHED",))
+                if done:
+                    logger.info("skipping finished run %s (%s)", config.name, done[0].info.run_id)
+                    results.append(result_from_mlflow(client, done[0], config))
+                    continue
+            try:
+                res = _cls.train_classifier(
+                    config,
+                    data.train,
+                    data.val,
+                    data.test,
+                    synthetic_data=data.synthetic,
+                    output_dir=output_dir,
+                    tracking_uri=uri,
+                    experiment_name=experiment,
+                    parent_run_id=parent,
+                    run_tags={STUDY_TAG: study, ROLE_TAG: "child", RUN_KEY_TAG: key},
+                    extra_params={"study": study, "run_key": key},
+                    device=device,
+                )
+            except Exception:
+                if not continue_on_error:
+                    raise
+                logger.exception("run %s failed (marked FAILED); continuing", config.name)
+                continue
+            res.config_hash = key
+            results.append(res)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        mx.end_run(client, parent, status)
+    if compare:
+        from monai_synth.compare import compare_runs
+
+        compare_runs(experiment, uri, study=study, out_dir=Path(output_dir) / "comparison", reference=reference)
+    return results
