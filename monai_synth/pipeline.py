@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.networks.schedulers import DDIMScheduler
 
 from monai_synth.utils.io import atomic_path, ensure_writable_dir
 
@@ -535,14 +536,14 @@ def synthesize(
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> tuple[list[dict[str, Any]], float]:
-    """Sample ``n_per_class`` images per class with CFG + DDIM, write them as PNG + ``datalist.json``.
+    """Sample ``n_per_class`` images per class with CFG + DDIM through :func:`generate_dataset` (PNG per class +
+    ``datalist.json``, atomic and resumable) and read them back.
 
     Returns:
-        (in-memory items ``{"image": (1, H, W) in [0, 1], "label"}``, wall seconds of sampling).
+        (in-memory items ``{"image": (1, H, W) in [0, 1], "label"}`` as written to disk, wall seconds of sampling).
     """
-    from monai.networks.schedulers import DDIMScheduler
-
-    from monai_synth.inferers.sampling import sample
+    from monai_synth.engines.generate import generate_dataset
+    from monai_synth.evaluate import stack_items
 
     recipe = recipe or DiffusionRecipe()
     sched = generator.scheduler
@@ -552,49 +553,27 @@ def synthesize(
         prediction_type=sched.prediction_type,
         clip_sample=True,
     )
-    ddim.set_timesteps(recipe.sample_steps)
-    out_dir = ensure_writable_dir(out_dir)
-    labels = torch.arange(generator.num_classes).repeat_interleave(int(n_per_class))
-    gen = torch.Generator(device=torch.device(device)).manual_seed(seed)
-    shape = (1, recipe.image_size, recipe.image_size)
-    chunks = []
     t0 = time.perf_counter()
-    for start in range(0, len(labels), batch_size):
-        lab = labels[start : start + batch_size].to(device)
-        x = sample(
-            generator.model,
-            ddim,
-            shape=(len(lab), *shape),
-            class_labels=lab,
-            guidance_scale=recipe.guidance_scale,
-            generator=gen,
-            progress=progress,
-        )
-        chunks.append(((x.clamp(-1, 1) + 1) / 2).cpu())
+    result = generate_dataset(
+        generator.model,
+        ddim,
+        ensure_writable_dir(out_dir),
+        num_per_class=int(n_per_class),
+        num_classes=generator.num_classes,
+        image_size=recipe.image_size,
+        formats=("png",),
+        guidance_scale=recipe.guidance_scale,
+        num_inference_steps=recipe.sample_steps,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
     wall = time.perf_counter() - t0
-    images = torch.cat(chunks)
-    items = _items(images, labels.tolist())
-    _write_pngs(items, out_dir)
-    return items, wall
+    from monai_synth.data.datalists import load_datalist_json
 
-
-def _write_pngs(items: Sequence[Mapping[str, Any]], out_dir: Path) -> Path:
-    """Write items as 8-bit PNGs ``out_dir/<label>/<index>.png`` (atomically) and ``out_dir/datalist.json``."""
-    from PIL import Image
-
-    entries = []
-    for i, it in enumerate(items):
-        label = int(it["label"])
-        path = Path(out_dir) / str(label) / f"synthetic_{i:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arr = (np.clip(np.asarray(it["image"])[0], 0, 1) * 255).round().astype(np.uint8)
-        with atomic_path(path) as tmp:
-            Image.fromarray(arr).save(tmp, format="PNG")
-        entries.append({"image": str(path), "label": label})
-    dl = Path(out_dir) / "datalist.json"
-    with atomic_path(dl) as tmp:
-        tmp.write_text(json.dumps({"training": entries, "synthetic": True}, indent=1))
-    return dl
+    entries = load_datalist_json(Path(result.out_dir) / "datalist.json", "training")  # absolute paths
+    return _items(stack_items(entries), [int(it["label"]) for it in entries]), wall
 
 
 # ------------------------------------------------------------------------------------------------------ study
