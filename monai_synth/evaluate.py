@@ -99,7 +99,9 @@ def load_image_set(path: str | os.PathLike, key: str | None = None) -> torch.Ten
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
         else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            from monai_synth.utils.io import safe_torch_load
+
+            data = safe_torch_load(path)  # weights_only=True; ValueError naming the file for pickled objects
         if isinstance(data, torch.Tensor):
             return data
         if key is None:

@@ -76,7 +76,7 @@ def test_load_errors(kwargs, match):
 @pytest.mark.parametrize(
     "field, value",
     [("lr", -1.0), ("lr", float("nan")), ("cond_drop_prob", 1.5), ("guidance_scale", float("nan")),
-     ("sample_steps", 2000), ("train_minutes", 0.0), ("batch_size", 0)],
+     ("sample_steps", 2000), ("train_minutes", 0.0), ("batch_size", 0), ("sample_eta", 1.5)],
 )  # fmt: skip
 def test_recipe_validation(field, value):
     with pytest.raises(ValueError, match=field):

@@ -27,6 +27,7 @@ from monai.utils import optional_import
 from scipy.ndimage import gaussian_filter
 
 from monai_synth.data.datalists import split_datalist, write_datalist_json
+from monai_synth.utils.io import atomic_path
 
 pydicom, _ = optional_import("pydicom")
 
@@ -317,8 +318,8 @@ def write_demo_dicom(
             ds.ImageLaterality = "L" if pixels[:, : cols // 2].mean() > pixels[:, cols // 2 :].mean() else "R"
     ds.PixelData = pixels.tobytes()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    with atomic_path(path) as tmp:  # a killed run never leaves a half-written .dcm
+        ds.save_as(tmp, enforce_file_format=True)
     return path
 
 

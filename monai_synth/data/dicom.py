@@ -112,7 +112,9 @@ def _missing_decoder_hint(ds) -> str | None:
 def _decode_pixels(ds, filename: PathLike) -> np.ndarray:
     """Decode the pixel data of ``ds`` into a numpy array, with clear errors."""
     if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise _dicom_error(filename, "has no PixelData (7FE0,0010) element, so it holds no image.")
+        raise _dicom_error(
+            filename, "has no PixelData (7FE0,0010) element, so it holds no image (the file may be truncated)."
+        )
     hint = _missing_decoder_hint(ds)
     if hint is not None:
         raise _dicom_error(filename, hint + ".")
@@ -313,7 +315,10 @@ class ClinicalDicomReader(PydicomReader):
         """One SeriesInstanceUID and one (Rows, Columns) per folder, else :class:`DicomReadError` naming files."""
         by_uid: dict[str, list[str]] = {}
         by_shape: dict[tuple, list[str]] = {}
+        by_spacing: dict[tuple, list[str]] = {}
         for ds, f in zip(slices, files):
+            spacing = _pixel_spacing(ds)
+            by_spacing.setdefault(tuple(round(v, 4) for v in spacing) if spacing else None, []).append(Path(f).name)
             by_uid.setdefault(str(getattr(ds, "SeriesInstanceUID", "<missing>")), []).append(Path(f).name)
             by_shape.setdefault((getattr(ds, "Rows", None), getattr(ds, "Columns", None)), []).append(Path(f).name)
         if len(by_uid) > 1:
@@ -326,6 +331,12 @@ class ClinicalDicomReader(PydicomReader):
             detail = "; ".join(f"{shape}: {names[:5]}" for shape, names in by_shape.items())
             raise DicomReadError(
                 f"DICOM folder {folder!r} has slices of different sizes (Rows, Columns) -> files: {detail}."
+            )
+        if len(by_spacing) > 1:
+            detail = "; ".join(f"{sp}: {names[:5]}" for sp, names in by_spacing.items())
+            raise DicomReadError(
+                f"DICOM folder {folder!r} has slices with different PixelSpacing (mm) -> files: {detail}. "
+                "Resample them to one grid or put them in separate folders."
             )
 
     def _combine_dicom_series(self, data, filenames):
@@ -353,6 +364,18 @@ class ClinicalDicomReader(PydicomReader):
             keys = [(0.0, int(ds.InstanceNumber)) for ds, _ in items]
         order = sorted(range(len(items)), key=lambda k: keys[k])
         items = [items[k] for k in order]
+        if len(items) > 2 and all(p is not None for p in positions):
+            gaps = np.diff([positions[k] for k in order])
+            median = float(gaps.min())
+            bad = np.flatnonzero(np.abs(gaps - median) > max(1e-3, 0.01 * abs(median)))
+            if bad.size:
+                k = int(bad[0])
+                raise DicomReadError(
+                    f"DICOM series in {str(Path(items[0][1]).parent)!r}: uneven slice spacing, gap of {gaps[k]:.4g} mm "
+                    "between "
+                    f"{str(items[k][1])!r} and {str(items[k + 1][1])!r} (smallest gap {median:.4g} mm); a slice is "
+                    "missing or the folder mixes acquisitions; load the contiguous parts separately."
+                )
 
         rescales = {_rescale(ds) for ds, _ in items}
         per_slice = len(rescales) > 1 and not self.rescale

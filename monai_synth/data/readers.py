@@ -52,15 +52,25 @@ class SimpleITKReader(ImageReader):
     Args:
         channel_dim: the channel axis of the data, if known (``None``: multi-component images get ``-1``).
         affine_lps_to_ras: convert the affine from LPS (ITK) to RAS (NIfTI / MONAI default).
+        allow_non_finite: accept NaN/Inf voxels (by default they raise a ValueError naming the file).
         kwargs: unused, accepted so ``LoadImage`` can pass its reader arguments.
 
     Raises:
         FileNotFoundError: a path does not exist.
-        ValueError: SimpleITK cannot read the file, or a DICOM folder is empty or holds several series.
+        ValueError: SimpleITK cannot read the file, a DICOM folder is empty or holds several series, or the image
+            holds NaN/Inf voxels (unless ``allow_non_finite``).
     """
 
-    def __init__(self, channel_dim: int | None = None, affine_lps_to_ras: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        channel_dim: int | None = None,
+        affine_lps_to_ras: bool = True,
+        allow_non_finite: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
+        self.allow_non_finite = allow_non_finite
+        self._names: list[str] = []
         if not has_sitk:
             raise optional_import("SimpleITK")[0]  # re-raises OptionalImportError with install hint
         self.channel_dim = channel_dim
@@ -82,6 +92,7 @@ class SimpleITKReader(ImageReader):
             one ``SimpleITK.Image`` or a list of them.
         """
         out = []
+        self._names = [f"{n}" for n in ensure_tuple(data)]
         for name in ensure_tuple(data):
             name = f"{name}"
             if not os.path.exists(name):
@@ -123,6 +134,13 @@ class SimpleITKReader(ImageReader):
         compatible_meta: dict = {}
         for image in img if isinstance(img, (list, tuple)) else [img]:  # a sitk.Image is iterable: no ensure_tuple
             arr = sitk.GetArrayFromImage(image)
+            if not self.allow_non_finite and arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+                names = ", ".join(repr(n) for n in self._names) or "<image>"
+                n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
+                raise ValueError(
+                    f"image {names} holds {n_nan} NaN and {n_inf} Inf voxels; replace them (e.g. np.nan_to_num) "
+                    "before training, or pass allow_non_finite=True to SimpleITKReader."
+                )
             ndim = image.GetDimension()
             n_comp = image.GetNumberOfComponentsPerPixel()
             spatial_axes = tuple(range(ndim))[::-1]

@@ -350,6 +350,12 @@ def _load_image(img: Any) -> torch.Tensor:
         arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
     if np.issubdtype(arr.dtype, np.integer):
         arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
+    elif np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        what = f"Image file {str(img)!r}" if isinstance(img, (str, os.PathLike)) else "An image array"
+        raise ValueError(
+            f"{what} holds {int(np.isnan(arr).sum())} NaN and {int(np.isinf(arr).sum())} Inf values; replace them "
+            "(e.g. np.nan_to_num) before training."
+        )
     return torch.as_tensor(np.asarray(arr, dtype=np.float32))
 
 

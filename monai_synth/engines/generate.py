@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -207,6 +208,14 @@ def generate_dataset(
     if len(names) != n_cls:
         raise ValueError(f"{len(names)} `class_names` given for {n_cls} classes.")
     spatial = (int(image_size),) * 2 if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+    if not math.isfinite(float(guidance_scale)):
+        raise ValueError(f"`guidance_scale` must be a finite number, got {guidance_scale!r}.")
+    model_channels = getattr(unwrap_model(model), "in_channels", None)
+    if isinstance(model_channels, int) and int(in_channels) != model_channels:
+        raise ValueError(
+            f"`in_channels`={in_channels} but the model takes {model_channels} channels; "
+            f"set in_channels={model_channels}."
+        )
     out = ensure_writable_dir(out_dir)
     if device is None:
         param = next(iter(model.parameters()), None)

@@ -752,8 +752,8 @@ def run_guided_sampling(
     out = Path(out_dir)
     extra = [
         {
-            "anatomy_reference": a,
-            "pathology_reference": p,
+            "anatomy_reference": Path(a).name,  # file name only: folder names often hold patient ids
+            "pathology_reference": Path(p).name,
             "anatomy_factor": anatomy_factor,
             "pathology_factor": pathology_factor,
         }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -230,6 +231,8 @@ def sample(
     Raises:
         ValueError: for inconsistent arguments (see messages).
     """
+    if not math.isfinite(float(guidance_scale)):
+        raise ValueError(f"`guidance_scale` must be a finite number, got {guidance_scale!r}.")
     if device is None:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -251,6 +254,12 @@ def sample(
     else:
         x = noise.to(device)
     batch = x.shape[0]
+    model_channels = getattr(_unwrap(model), "in_channels", None)
+    if isinstance(model_channels, int) and x.ndim > 1 and x.shape[1] != model_channels:
+        raise ValueError(
+            f"`shape`/`noise` has {x.shape[1]} channels but the model takes in_channels={model_channels}: "
+            "use the model's channel count."
+        )
 
     use_cfg = class_labels is not None and float(guidance_scale) != 1.0
     labels_in: torch.Tensor | None = None

@@ -192,6 +192,8 @@ def histogram_equalize(
     sample = x if mask is None else x[np.asarray(mask, dtype=bool)]
     if sample.size == 0:
         raise ValueError("histogram_equalize: the mask selects no pixels; give a mask with at least one True pixel.")
+    if sample.min() == sample.max():  # constant: np.histogram_bin_edges fails for |value| > 2**50
+        return np.full_like(x, low)
     edges = np.histogram_bin_edges(sample, bins=num_bins)
     counts, _ = np.histogram(sample, bins=edges)
     cdf = np.cumsum(counts)
