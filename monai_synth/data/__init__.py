@@ -83,3 +83,6 @@ __all__ += [
 from .annotations import BoundingBox, VOCAnnotation, boxes_to_mask, load_voc_annotations, read_voc_xml  # noqa: E402
 
 __all__ += ["BoundingBox", "VOCAnnotation", "boxes_to_mask", "load_voc_annotations", "read_voc_xml"]
+from .deid import PS315_BASIC_PROFILE, Violation, check_deidentified  # noqa: E402
+
+__all__ += ["PS315_BASIC_PROFILE", "Violation", "check_deidentified"]

@@ -78,3 +78,18 @@ __all__ += [
     "resolve_guided_data",
     "run_guided_sampling",
 ]
+from .privacy import (  # noqa: E402
+    PrivacyFilter,
+    PrivacyFilterResult,
+    filter_generated_dataset,
+    privacy_filter,
+    threshold_from_holdout,
+)
+
+__all__ += [
+    "PrivacyFilter",
+    "PrivacyFilterResult",
+    "filter_generated_dataset",
+    "privacy_filter",
+    "threshold_from_holdout",
+]

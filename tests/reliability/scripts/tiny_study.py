@@ -1,0 +1,65 @@
+"""Tiny resumable classifier study used by the SIGKILL fault test (not a test module).
+
+Usage: ``python tiny_study.py OUT_DIR``. Runs a 3-run grid with ``monai_synth.study.run_study`` into
+``sqlite:///OUT_DIR/mlruns.db``; prints ``CREATED <run name>`` each time an MLflow run is created (parent first) and
+``DONE`` at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+
+def tiny_items(n: int, seed: int, size: int = 16) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        img = (rng.random((1, size, size)) * 0.3).astype(np.float32)
+        if i % 2:
+            img[:, 4:12, 4:12] += 0.6
+        out.append({"image": img, "label": i % 2})
+    return out
+
+
+def grid():
+    from monai_synth.engines.classification import ClassifierRunConfig
+
+    base = ClassifierRunConfig(network="resnet10", epochs=2, batch_size=8, lr=0.01)
+    return [base.replace(name=f"run{s}", seed=s) for s in range(3)]
+
+
+def data() -> dict:
+    return {"train": tiny_items(16, 1), "val": tiny_items(8, 2), "test": tiny_items(8, 3)}
+
+
+def study_kwargs(out_dir: str) -> dict:
+    return dict(
+        tracking_uri=f"sqlite:///{out_dir}/mlruns.db", experiment="faults", output_dir=out_dir, study_name="s",
+        compare=False, progress=False, device="cpu",
+    )  # fmt: skip
+
+
+def main(out_dir: str) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    from monai_synth.handlers import mlflow_extras as mx
+    from monai_synth.study import run_study
+
+    real_create = mx.create_run
+
+    def create_run(client, exp_id, run_name=None, *args, **kwargs):
+        run_id = real_create(client, exp_id, run_name, *args, **kwargs)
+        print(f"CREATED {run_name}", flush=True)
+        return run_id
+
+    mx.create_run = create_run
+    run_study(grid(), data(), **study_kwargs(out_dir))
+    print("DONE", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

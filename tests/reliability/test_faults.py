@@ -1,0 +1,254 @@
+"""Fault injection: processes killed with SIGKILL (no cleanup handlers run) during training, a study and generation.
+
+Each test drives a small script from ``tests/reliability/scripts`` in a subprocess, kills it at seeded random moments
+(after a seeded number of progress lines, plus a seeded delay) or deterministically *inside* an atomic write (the
+script truncates the temporary file to half and hangs), and checks what a user would find afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from monai_synth.handlers.checkpoint import checkpoint_path, latest_checkpoint
+from monai_synth.utils.io import safe_torch_load
+
+pytestmark = pytest.mark.slow
+
+SCRIPTS = Path(__file__).parent / "scripts"
+TIMEOUT = 180.0  # per wait; generous for loaded CI machines (imports alone can take 10+ s there)
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(f"reliability_{name}", SCRIPTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class Proc:
+    """A script in a subprocess whose stdout lines can be awaited."""
+
+    def __init__(self, script: str, *args) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        self.p = subprocess.Popen(
+            [sys.executable, str(SCRIPTS / script), *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=env,
+        )
+        self.lines: queue.Queue = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.p.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for(self, predicate, timeout: float = TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                raise AssertionError("timed out; output:\n" + "\n".join(self.log[-30:])) from None
+            if line is None:
+                raise AssertionError("process ended early; output:\n" + "\n".join(self.log[-30:]))
+            self.log.append(line)
+            if predicate(line):
+                return line
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            os.kill(self.p.pid, signal.SIGKILL)
+        self.p.wait(timeout=30)
+        assert self.p.returncode in (-signal.SIGKILL, 0), self.p.returncode
+
+    def finish(self, timeout: float = TIMEOUT) -> int:
+        self.wait_for(lambda line: line == "DONE", timeout)
+        return self.p.wait(timeout=30)
+
+
+def _tensors(obj, prefix=""):
+    """Flatten a (nested) state dict into ``{path: tensor or value}``."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_tensors(v, f"{prefix}{k}."))
+        return out
+    if isinstance(obj, (list, tuple)):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_tensors(v, f"{prefix}{i}."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+def _assert_same_state(a: dict, b: dict, what: str) -> None:
+    fa, fb = _tensors(a), _tensors(b)
+    assert fa.keys() == fb.keys(), what
+    for k in fa:
+        if torch.is_tensor(fa[k]):
+            assert torch.equal(fa[k], fb[k]), f"{what}: {k} differs"
+        else:
+            assert fa[k] == fb[k], f"{what}: {k} differs ({fa[k]!r} vs {fb[k]!r})"
+
+
+# ------------------------------------------------------------------------------------------------ training
+def test_training_killed_at_random_moments_resumes_to_the_same_state(tmp_path):
+    max_epochs = 10
+    rng = np.random.default_rng(20261123)
+    ck = tmp_path / "ck"
+
+    # 1) SIGKILL at a random moment: after a random epoch's checkpoint, plus a random delay (mid next epoch / save)
+    k1 = int(rng.integers(2, 4))
+    p = Proc("tiny_train.py", ck, max_epochs)
+    p.wait_for(lambda line: line == f"EPOCH {k1}")
+    time.sleep(float(rng.uniform(0.0, 0.05)))
+    p.kill()
+    latest = latest_checkpoint(ck)
+    e1 = int(safe_torch_load(latest)["trainer"]["epoch"])  # loadable, complete
+    assert e1 >= k1 and latest == checkpoint_path(ck, e1)
+
+    # 2) SIGKILL inside the atomic write of epoch k2: the half-written temporary file must be ignored
+    k2 = e1 + int(rng.integers(2, 4))
+    p = Proc("tiny_train.py", ck, max_epochs, "--pause-in-save", k2)
+    assert p.wait_for(lambda line: line.startswith("START")) == f"START {e1}"  # resumed from the latest checkpoint
+    p.wait_for(lambda line: line == "IN_SAVE")
+    p.kill()
+    partial = list(ck.glob(f".checkpoint_epoch{k2:05d}.pt.*.tmp"))
+    assert len(partial) == 1 and partial[0].stat().st_size > 0  # the interrupted write
+    assert latest_checkpoint(ck) == checkpoint_path(ck, k2 - 1)
+    assert int(safe_torch_load(checkpoint_path(ck, k2 - 1))["trainer"]["epoch"]) == k2 - 1
+    with pytest.raises(ValueError, match="weights_only"):
+        safe_torch_load(partial[0])  # what a non-atomic save would have left as the "latest" checkpoint
+
+    # 3) resume to the end
+    p = Proc("tiny_train.py", ck, max_epochs)
+    assert p.wait_for(lambda line: line.startswith("START")) == f"START {k2 - 1}"
+    assert p.finish() == 0
+    final = safe_torch_load(checkpoint_path(ck, max_epochs))
+
+    # reference: the same run without interruption, in this process
+    script = _module("tiny_train")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        script.make_trainer(tmp_path / "ref", max_epochs).run()
+    finally:
+        torch.set_num_threads(threads)
+    ref = safe_torch_load(checkpoint_path(tmp_path / "ref", max_epochs))
+    assert final["trainer"] == ref["trainer"] and final["trainer"]["epoch"] == max_epochs
+    for key in ("network", "optimizer", "ema"):
+        _assert_same_state(final[key], ref[key], key)
+
+
+# ------------------------------------------------------------------------------------------------ study
+def test_study_killed_mid_run_redoes_only_the_killed_run(tmp_path):
+    from monai_synth.handlers.mlflow_extras import make_client
+    from monai_synth.study import RUN_KEY_TAG, run_study
+
+    rng = np.random.default_rng(7)
+    p = Proc("tiny_study.py", tmp_path)
+    p.wait_for(lambda line: line == "CREATED run1")  # run0 finished, run1 just started
+    time.sleep(float(rng.uniform(0.0, 0.3)))
+    p.kill()
+
+    script = _module("tiny_study")
+    kw = script.study_kwargs(str(tmp_path))
+    client = make_client(kw["tracking_uri"])
+    exp = client.get_experiment_by_name(kw["experiment"]).experiment_id
+    before = {r.info.run_name: r for r in client.search_runs([exp])}
+    assert before["run0"].info.status == "FINISHED"
+    assert before["run1"].info.status == "RUNNING"  # SIGKILL: nothing could mark it FAILED/KILLED
+    assert "run2" not in before
+
+    results = run_study(script.grid(), script.data(), **kw)
+    assert [r.skipped for r in results] == [True, False, False]
+    after = client.search_runs([exp])
+    by_name: dict[str, list] = {}
+    for r in after:
+        by_name.setdefault(r.info.run_name, []).append(r)
+    assert [r.info.run_id for r in by_name["run0"]] == [before["run0"].info.run_id]  # skipped, not redone
+    statuses = {r.info.run_id: r.info.status for r in by_name["run1"]}
+    assert statuses.pop(before["run1"].info.run_id) == "KILLED"  # the stale RUNNING run is marked KILLED
+    assert list(statuses.values()) == ["FINISHED"]  # and redone once
+    finished_keys = [
+        r.data.tags[RUN_KEY_TAG] for r in after if r.info.status == "FINISHED" and RUN_KEY_TAG in r.data.tags
+    ]
+    assert len(finished_keys) == 3 == len(set(finished_keys))
+
+
+# ------------------------------------------------------------------------------------------------ generation
+def _decode_all(out: Path) -> dict[str, np.ndarray]:
+    from monai_synth.engines.privacy import load_unit_image
+
+    images = {}
+    for f in sorted(out.rglob("synth_*")):
+        assert not f.name.startswith("."), f
+        images[str(f.relative_to(out))] = load_unit_image(f)  # raises on a half-written file
+    return images
+
+
+def test_generation_killed_leaves_no_half_written_images_and_rerun_completes(tmp_path):
+    rng = np.random.default_rng(11)
+    out = tmp_path / "gen"
+    script = _module("tiny_generate")
+    n_files = sum([script.KWARGS["num_per_class"]] * script.KWARGS["num_classes"]) * len(script.KWARGS["formats"])
+
+    # 1) SIGKILL after a random number of written files (+ random delay)
+    k = int(rng.integers(3, 10))
+    p = Proc("tiny_generate.py", out)
+    for _ in range(k):
+        p.wait_for(lambda line: line.startswith("WROTE"))
+    time.sleep(float(rng.uniform(0.0, 0.05)))
+    p.kill()
+    first = _decode_all(out)
+    assert 0 < len(first) < n_files and not (out / "datalist.json").exists()
+
+    # 2) SIGKILL inside an atomic write (temporary file half-written)
+    p = Proc("tiny_generate.py", out, "--pause-at-replace", 2)
+    target = Path(p.wait_for(lambda line: line.startswith("IN_WRITE")).split(" ", 1)[1])
+    p.kill()
+    assert not target.exists()  # the final name never held a partial file
+    assert list(target.parent.glob(f".{target.name}.*.tmp"))  # the interrupted temporary file (hidden, ignored)
+    second = _decode_all(out)
+    assert second.keys() >= first.keys()
+
+    # 3) re-run completes the set; every file decodes and equals an uninterrupted run
+    p = Proc("tiny_generate.py", out)
+    assert p.finish() == 0
+    final = _decode_all(out)
+    assert len(final) == n_files
+    items = json.loads((out / "datalist.json").read_text())["training"]
+    assert len(items) == n_files // len(script.KWARGS["formats"])
+
+    from monai_synth.engines.generate import generate_dataset
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, sched = script.make_model_and_scheduler()
+        generate_dataset(model, sched, tmp_path / "ref", **script.KWARGS)
+    finally:
+        torch.set_num_threads(threads)
+    ref = _decode_all(tmp_path / "ref")
+    assert ref.keys() == final.keys()
+    for name in ref:
+        np.testing.assert_array_equal(final[name], ref[name], err_msg=name)
