@@ -139,6 +139,7 @@ def compare_runs(
     out_dir: str | os.PathLike | None = None,
     reference: str | None = None,
     log_to_parent: bool = True,
+    run_ids: Sequence[str] | None = None,
 ) -> ComparisonTable:
     """Read the FINISHED child runs of an experiment (optionally of one study) and tabulate their test metrics.
 
@@ -154,6 +155,8 @@ def compare_runs(
         out_dir: when given, write ``comparison.csv``, ``comparison.md`` and ``comparison_bars.png`` there.
         reference: None or ``"seed000"``.
         log_to_parent: log the written files to the study's parent run (needs ``out_dir`` and ``study``).
+        run_ids: only these runs (e.g. the runs of one :func:`~monai_synth.study.run_study` call, so runs finished
+            earlier on other data, such as a previous synthetic set, are left out).
 
     Raises:
         ValueError: unknown experiment or reference, or no finished runs.
@@ -174,6 +177,9 @@ def compare_runs(
     if study:
         tags[STUDY_TAG] = study
     runs = mx.find_runs(client, exp.experiment_id, tags, statuses=("FINISHED",))  # newest first
+    if run_ids is not None:
+        wanted = set(run_ids)
+        runs = [r for r in runs if r.info.run_id in wanted]
     seen, kept = set(), []
     for r in runs:
         key = r.data.tags.get(RUN_KEY_TAG, r.info.run_id)

@@ -324,5 +324,12 @@ def run_study(
     if compare:
         from monai_synth.compare import compare_runs
 
-        compare_runs(experiment, uri, study=study, out_dir=Path(output_dir) / "comparison", reference=reference)
+        compare_runs(
+            experiment,
+            uri,
+            study=study,
+            out_dir=Path(output_dir) / "comparison",
+            reference=reference,
+            run_ids=[r.run_id for r in results if r.run_id],
+        )
     return results

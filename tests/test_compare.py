@@ -99,3 +99,12 @@ def test_errors(study, kwargs, match):
     args = {"experiment": "cmp", "tracking_uri": uri, **kwargs}
     with pytest.raises(ValueError, match=match):
         cmp.compare_runs(**args)
+
+
+def test_run_ids_filter_keeps_only_one_study_call(study):
+    results, uri, _ = study
+    r17 = [r for r in results if r.config.tags["table2_row"] == "17"][0]
+    table = cmp.compare_runs("cmp", uri, study="t2", run_ids=[r17.run_id])
+    assert [r["#"] for r in table.rows] == [17] and table.run_ids == [r17.run_id]
+    with pytest.raises(ValueError, match="No FINISHED runs"):
+        cmp.compare_runs("cmp", uri, study="t2", run_ids=[])
