@@ -1,4 +1,5 @@
-"""End-to-end test of bundles/lung_ct_ddpm: metadata, train 1 epoch at 16 px, guided sampling, annotated outputs."""
+"""End-to-end tests of the guided-sampling bundles (lung_ct_ddpm, mammo_pathology_ddpm): metadata, train 1 epoch at
+16 px on demo data, guided sampling, annotated outputs."""
 
 from __future__ import annotations
 
@@ -9,15 +10,34 @@ import pytest
 import torch
 from monai.bundle import run
 
-BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "lung_ct_ddpm"
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+# bundle, extra sample overrides, expected pathology label
+CASES = {
+    "lung_ct_ddpm": ({"window": "lung"}, "nodule"),
+    "mammo_pathology_ddpm": ({}, "mass"),
+}
 SCHEMA_REQUIRED = [
-    "schema", "version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version", "task",
-    "description", "authors", "copyright", "network_data_format",
+    "schema",
+    "version",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "required_packages_version",
+    "task",
+    "description",
+    "authors",
+    "copyright",
+    "network_data_format",
 ]
 TENSOR_REQUIRED = ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range"]
 TINY = {
-    "image_size": 16, "channels": [8, 8], "attention_levels": [False, False], "norm_num_groups": 8,
-    "num_head_channels": 8, "num_train_timesteps": 50, "demo_n_per_class": 3,
+    "image_size": 16,
+    "channels": [8, 8],
+    "attention_levels": [False, False],
+    "norm_num_groups": 8,
+    "num_head_channels": 8,
+    "num_train_timesteps": 50,
+    "demo_n_per_class": 3,
 }
 
 
@@ -40,40 +60,45 @@ def check_metadata(path: Path) -> dict:
     return meta
 
 
-def test_metadata_required_fields():
-    meta = check_metadata(BUNDLE / "configs" / "metadata.json")
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_metadata_required_fields(name):
+    meta = check_metadata(BUNDLES / name / "configs" / "metadata.json")
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 1
 
 
-def test_metadata_schema(shared_data):
-    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_metadata_schema(name, shared_data):
+    meta = json.loads((BUNDLES / name / "configs" / "metadata.json").read_text())
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((shared_data.parent / "schemas" / "meta_schema_20240725.json").read_text())
     jsonschema.validate(meta, schema)
 
 
-def _run(config: str, out: Path, **extra) -> None:
+def _run(name: str, config: str, out: Path, **extra) -> None:
+    configs = BUNDLES / name / "configs"
     run(
         run_id="run",
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        config_file=[str(BUNDLE / "configs" / "common.yaml"), str(BUNDLE / "configs" / config)],
-        bundle_root=str(BUNDLE),
+        meta_file=str(configs / "metadata.json"),
+        config_file=[str(configs / "common.yaml"), str(configs / config)],
+        bundle_root=str(BUNDLES / name),
         output_dir=str(out),
         **TINY,
         **extra,
     )
 
 
-def test_train_then_sample_on_demo_data(tmp_path):
-    _run("train.yaml", tmp_path, max_epochs=1, batch_size=4)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_train_then_sample_on_demo_data(name, tmp_path):
+    sample_extra, label = CASES[name]
+    _run(name, "train.yaml", tmp_path, max_epochs=1, batch_size=4)
     assert len(list((tmp_path / "checkpoints").glob("checkpoint_epoch*.pt"))) == 1
-    _run("sample.yaml", tmp_path, num_inference_steps=4, num_samples=3, window="lung")
+    _run(name, "sample.yaml", tmp_path, num_inference_steps=4, num_samples=3, **sample_extra)
     samples = tmp_path / "samples"
     records = [json.loads(p.read_text()) for p in sorted(samples.glob("sample_*.json"))]
     assert len(records) == 3
     for rec in records:
         assert (samples / rec["image"]).is_file() and (samples / rec["mask"]).is_file()
         box = rec["boxes"][0]
-        assert box["label"] == "nodule"
+        assert box["label"] == label
         assert 0 <= box["xmin"] <= box["xmax"] < 16 and 0 <= box["ymin"] <= box["ymax"] < 16
         assert rec["pathology_reference"].endswith(".dcm") and "pathology_" in rec["pathology_reference"]
