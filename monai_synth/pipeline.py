@@ -340,12 +340,18 @@ class _LossHistory:
     def __init__(self) -> None:
         self.history: dict[str, list] = {"epoch": [], "loss": []}
         self._sum, self._n = 0.0, 0
+        self.start_iteration = 0
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
+        # attached after the checkpoint resumer, so this sees the resumed iteration
+        engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iter)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+
+    def _start(self, engine) -> None:
+        self.start_iteration = int(engine.state.iteration)
 
     def _iter(self, engine) -> None:
         out = engine.state.output
@@ -444,15 +450,6 @@ def train_generator(
         train_handlers=handlers,
     )
     t0 = time.perf_counter()
-    start_iter = 0
-    ckpt_dir = out_dir / "checkpoints"
-    if ckpt_dir.is_dir():
-        from monai_synth.handlers.checkpoint import latest_checkpoint
-
-        latest = latest_checkpoint(ckpt_dir)
-        if latest is not None:
-            trainer_state = torch.load(latest, map_location="cpu", weights_only=True).get("trainer") or {}
-            start_iter = int(trainer_state.get("iteration", 0))
     trainer.run()
     wall = time.perf_counter() - t0
     iters = int(trainer.state.iteration)
@@ -461,7 +458,7 @@ def train_generator(
     model.eval()
     img_per_s = float(trainer.state.metrics.get("img_per_s", float("nan")))
     if not math.isfinite(img_per_s):  # the throughput handler reports at epoch end only
-        img_per_s = (iters - start_iter) * recipe.batch_size / max(wall, 1e-9)
+        img_per_s = (iters - losses.start_iteration) * recipe.batch_size / max(wall, 1e-9)
     stats = {
         "epochs": int(trainer.state.epoch),
         "iterations": iters,
