@@ -655,6 +655,16 @@ def measure_levers(args, device: torch.device) -> dict[str, Any]:
     out["forward"] = {k: {"median_s": v, "speedup_vs_baseline": ref / v} for k, v in rows.items()}
     out["forward_config"] = {**cfg_step, "threads": threads_now}
 
+    # sampling batch size: per-image cost of one CFG step (a forward of 2B) at several B
+    per_image = {}
+    for b in (16, 32, 64, 128, 256):
+        xb = torch.randn(2 * b, 1, 28, 28, generator=torch.Generator().manual_seed(3)).to(device)
+        tb = torch.full((2 * b,), 500, dtype=torch.long, device=device)
+        yb = torch.cat([_labels(b, device), torch.full((b,), NUM_CLASSES, dtype=torch.long, device=device)])
+        median = timed(lambda xb=xb, tb=tb, yb=yb: sdpa(xb, tb, class_labels=yb))
+        per_image[str(b)] = {"cfg_step_ms_per_image": 1000.0 * median / b, "img_steps_per_s": b / median}
+    out["sampling_batch"] = per_image
+
     steps_rows = {}
     for steps in sorted({args.steps, max(1, args.steps // 2), max(1, round(args.steps * 0.4))}, reverse=True):
         record, _ = run_case(

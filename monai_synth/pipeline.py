@@ -337,10 +337,13 @@ class _TimeBudget:
 
 
 class _LossHistory:
+    """Mean loss and wall-clock seconds since the start of this process's training, per epoch."""
+
     def __init__(self) -> None:
-        self.history: dict[str, list] = {"epoch": [], "loss": []}
+        self.history: dict[str, list] = {"epoch": [], "loss": [], "elapsed_s": []}
         self._sum, self._n = 0.0, 0
         self.start_iteration = 0
+        self._t0 = time.perf_counter()
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -352,6 +355,7 @@ class _LossHistory:
 
     def _start(self, engine) -> None:
         self.start_iteration = int(engine.state.iteration)
+        self._t0 = time.perf_counter()
 
     def _iter(self, engine) -> None:
         out = engine.state.output
@@ -362,6 +366,7 @@ class _LossHistory:
     def _epoch(self, engine) -> None:
         self.history["epoch"].append(engine.state.epoch)
         self.history["loss"].append(self._sum / max(1, self._n))
+        self.history["elapsed_s"].append(time.perf_counter() - self._t0)
         self._sum, self._n = 0.0, 0
 
 
@@ -550,6 +555,8 @@ def synthesize(
 
     Returns:
         (in-memory items ``{"image": (1, H, W) in [0, 1], "label"}`` as written to disk, wall seconds of sampling).
+        The seconds are those spent sampling this set, summed over every call that wrote images into ``out_dir``
+        (``out_dir/sampling_time.json``), so a call that finds the set complete reports the original cost.
     """
     from monai_synth.engines.generate import generate_dataset
     from monai_synth.evaluate import stack_items
@@ -580,6 +587,13 @@ def synthesize(
         progress=progress,
     )
     wall = time.perf_counter() - t0
+    timing = Path(result.out_dir) / "sampling_time.json"  # sampling seconds of this set, summed over resumed calls
+    previous = json.loads(timing.read_text()) if timing.is_file() else {"wall_s": 0.0, "written": 0}
+    if result.written:
+        previous = {"wall_s": previous["wall_s"] + wall, "written": previous["written"] + result.written}
+        with atomic_path(timing) as tmp:
+            tmp.write_text(json.dumps(previous))
+    wall = previous["wall_s"] if previous["written"] else wall
     if privacy_threshold is not None:
         if privacy_train is None:
             raise ValueError("`privacy_train` (the training images) is required with `privacy_threshold`.")
@@ -751,11 +765,40 @@ def run_pipeline(
         ],
     }
     if fid:
-        summary["fid"] = _fid_summary(splits, synthetic, fid_max_images, device)
+        summary["fid"] = _cached_fid(output_dir / "fid.json", splits, synthetic, fid_max_images, device)
     summary["total_minutes"] = (time.perf_counter() - t_start) / 60.0
     with atomic_path(output_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=float))
     return summary
+
+
+def _cached_fid(
+    cache: Path,
+    splits: Mapping[str, Sequence[Mapping[str, Any]]],
+    synthetic: Sequence[Mapping[str, Any]],
+    n: int,
+    device: str,
+) -> dict[str, float]:
+    """:func:`_fid_summary`, reused from ``cache`` when the same image sets and ``n`` were measured before."""
+    from monai_synth.study import data_fingerprint
+
+    key = {
+        "n": int(n),
+        **{k: data_fingerprint(splits[k]) for k in ("train", "test")},
+        "synthetic": data_fingerprint(synthetic),
+    }
+    if cache.is_file():
+        try:
+            stored = json.loads(cache.read_text())
+        except (OSError, json.JSONDecodeError):
+            stored = {}
+        if stored.get("key") == key:
+            logger.info("FID reused from %s", cache)
+            return stored["fid"]
+    fid = _fid_summary(splits, synthetic, n, device)
+    with atomic_path(cache) as tmp:
+        tmp.write_text(json.dumps({"key": key, "fid": fid}, indent=1))
+    return fid
 
 
 def _fid_summary(

@@ -108,12 +108,15 @@ def test_train_load_and_synthesize(tmp_path):
     gen = train_generator(_toy_items(), recipe, tmp_path / "gen")
     assert gen.epochs == 1 and gen.iterations == 2 and gen.num_classes == 2
     assert gen.img_per_s > 0 and np.isfinite(gen.final_loss)
+    assert gen.history["epoch"] == [1] and 0 < gen.history["elapsed_s"][0] <= gen.wall_s
     assert (tmp_path / "gen" / "generator_done.json").is_file()
     loaded = load_generator(tmp_path / "gen", recipe, num_classes=2)
     for (k, a), (_, b) in zip(gen.model.state_dict().items(), loaded.model.state_dict().items()):
         assert torch.equal(a, b), k
     items, wall = synthesize(loaded, 3, tmp_path / "syn", recipe, seed=5)
     again, _ = synthesize(loaded, 3, tmp_path / "syn2", recipe, seed=5)
+    resumed, wall_resumed = synthesize(loaded, 3, tmp_path / "syn", recipe, seed=5)  # complete: nothing sampled
+    assert wall_resumed == pytest.approx(wall) and len(resumed) == 6  # reports the original sampling cost
     assert wall > 0 and [it["label"] for it in items] == [0, 0, 0, 1, 1, 1]
     np.testing.assert_array_equal(np.stack([i["image"] for i in items]), np.stack([i["image"] for i in again]))
     dl = json.loads((tmp_path / "syn" / "datalist.json").read_text())
@@ -141,3 +144,36 @@ def test_time_budget_terminates():
     _TimeBudget(0.0).attach(engine)
     engine.run(range(10), max_epochs=5)
     assert engine.state.iteration == 1
+
+
+def test_fid_is_cached_per_image_sets(tmp_path, monkeypatch):
+    import monai_synth.pipeline as pl
+
+    calls = []
+
+    def fake(splits, synthetic, n, device):
+        calls.append(n)
+        return {"fid_synth_test": float(len(synthetic)), "n_per_set": n}
+
+    monkeypatch.setattr(pl, "_fid_summary", fake)
+    items = _toy_items()
+    splits = {"train": items, "test": items[:4]}
+    cache = tmp_path / "fid.json"
+    first = pl._cached_fid(cache, splits, items[:6], 10, "cpu")
+    assert pl._cached_fid(cache, splits, items[:6], 10, "cpu") == first and calls == [10]
+    pl._cached_fid(cache, splits, items[:5], 10, "cpu")  # other synthetic set -> recomputed
+    pl._cached_fid(cache, splits, items[:5], 20, "cpu")  # other n -> recomputed
+    assert calls == [10, 10, 20]
+    cache.write_text("{broken")
+    pl._cached_fid(cache, splits, items[:5], 20, "cpu")  # unreadable cache -> recomputed, not an error
+    assert calls == [10, 10, 20, 20]
+
+
+def test_time_budgeted_training_is_loadable_as_trained(tmp_path):
+    """A wall-clock budget stops inside an epoch; the checkpoint written at termination holds those final weights."""
+    recipe = DiffusionRecipe(**{**TINY, "epochs": 3, "train_minutes": 1e-9})
+    gen = train_generator(_toy_items(), recipe, tmp_path / "gen")
+    assert gen.iterations == 1  # stopped after the first of 2 iterations per epoch
+    loaded = load_generator(tmp_path / "gen", recipe, num_classes=2)
+    for (k, a), (_, b) in zip(gen.model.state_dict().items(), loaded.model.state_dict().items()):
+        assert torch.equal(a, b), k

@@ -55,9 +55,23 @@ __all__ += [
     "stratified_sample",
     "train_classifier",
 ]
-from .generate import GenerationResult, generate_dataset, load_weights_for_sampling, plan_class_counts  # noqa: E402
+from .generate import (  # noqa: E402
+    GenerationResult,
+    GenerationSettingsError,
+    generate_dataset,
+    load_weights_for_sampling,
+    model_fingerprint,
+    plan_class_counts,
+)
 
-__all__ += ["GenerationResult", "generate_dataset", "load_weights_for_sampling", "plan_class_counts"]
+__all__ += [
+    "GenerationResult",
+    "GenerationSettingsError",
+    "generate_dataset",
+    "load_weights_for_sampling",
+    "model_fingerprint",
+    "plan_class_counts",
+]
 from .diffusion_data import DataSource, load_diffusion_training_data, resize_unit_image  # noqa: E402
 
 __all__ += ["DataSource", "load_diffusion_training_data", "resize_unit_image"]

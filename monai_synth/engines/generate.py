@@ -6,15 +6,18 @@ Layout of ``out_dir``::
     datalist_<fmt>.json                           {"training": [{"image": relative path, "label": int}, ...]}
     datalist.json                                 same as the first format's datalist
     dicom_uids.json                               Study/Series UIDs of the run (only with DICOM output)
+    generation.json                               the sampling settings and a fingerprint of the model weights
 
 Determinism and resume: the images are planned up front (class by class) and cut into batches of ``batch_size``;
 batch ``b`` draws all its noise from ``torch.Generator().manual_seed(seed + b)``. So an image depends only on
 ``(model, seed, batch_size, its index)``: a re-run skips batches whose files all exist, re-samples a partly written
-batch identically and writes only the missing files.
+batch identically and writes only the missing files. ``generation.json`` records what the images depend on; a
+re-run into the same folder with other settings or other weights is refused (it would silently mix two data sets).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -36,7 +39,54 @@ from monai_synth.utils.io import atomic_path, ensure_writable_dir, safe_torch_lo
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
-__all__ = ["GenerationResult", "plan_class_counts", "generate_dataset", "load_weights_for_sampling"]
+__all__ = [
+    "GenerationResult",
+    "GenerationSettingsError",
+    "plan_class_counts",
+    "generate_dataset",
+    "load_weights_for_sampling",
+    "model_fingerprint",
+]
+
+MANIFEST = "generation.json"
+
+
+class GenerationSettingsError(ValueError):
+    """``out_dir`` already holds images generated with other settings or another model (see ``generation.json``)."""
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 (16 hex) of the model's state dict (names, shapes, dtypes and values): identifies the weights."""
+    h = hashlib.sha256()
+    for name, tensor in unwrap_model(model).state_dict().items():
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_manifest(out: Path, settings: dict) -> None:
+    """Write ``out/generation.json`` or, when it exists, refuse settings that differ from it."""
+    path = out / MANIFEST
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise GenerationSettingsError(
+                f"{str(path)!r} is unreadable ({e}); delete it only if every image in {str(out)!r} came from the "
+                "settings you are running now, or generate into a new folder."
+            ) from e
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if diff:
+            detail = "; ".join(f"{k}: existing {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise GenerationSettingsError(
+                f"{str(out)!r} already holds images generated with other settings ({detail}). Resuming would mix two "
+                "data sets: generate into a new folder, or delete that folder to start over."
+            )
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(settings, indent=1))
+
 
 logger = logging.getLogger(__name__)
 
@@ -223,9 +273,28 @@ def generate_dataset(
     device = torch.device(device)
     if num_inference_steps is not None:
         scheduler.set_timesteps(int(num_inference_steps))
-    uids = _dicom_uids(out, n_cls) if "dicom" in fmts else None
     if conditional is None:
         conditional = getattr(unwrap_model(model), "num_class_embeds", None) is not None
+    _check_manifest(
+        out,
+        {
+            "model": model_fingerprint(model),
+            "scheduler": type(scheduler).__name__,
+            "prediction_type": getattr(scheduler, "prediction_type", None),
+            "timesteps": [int(t) for t in getattr(scheduler, "timesteps", [])],
+            "counts": [int(c) for c in counts],
+            "class_names": names,
+            "image_size": list(spatial),
+            "in_channels": int(in_channels),
+            "guidance_scale": float(guidance_scale),
+            "eta": float(eta),
+            "batch_size": int(batch_size),
+            "seed": int(seed),
+            "value_range": [float(v) for v in value_range],
+            "conditional": bool(conditional),
+        },
+    )
+    uids = _dicom_uids(out, n_cls) if "dicom" in fmts else None
 
     for f in fmts:  # temp files of writes killed by SIGKILL (atomic_path could not clean up)
         for stale in (out / f.value).glob("*/.synth_*.tmp"):

@@ -96,6 +96,9 @@ def save_checkpoint(
     }
     if trainer is not None:
         obj["trainer"] = {k: getattr(trainer.state, k) for k in _TRAINER_KEYS}
+        length, iteration = obj["trainer"]["epoch_length"], obj["trainer"]["iteration"]
+        if length and iteration % length:  # stopped inside an epoch: store the completed epochs, so that a resumed
+            obj["trainer"]["epoch"] = iteration // length  # Ignite run finishes this epoch from the saved iteration
     return atomic_torch_save(obj, path)
 
 
@@ -146,7 +149,10 @@ def load_checkpoint(
 
 
 class CheckpointSaver:
-    """Save a checkpoint every ``save_every`` epochs and after the final epoch (Ignite ``EPOCH_COMPLETED``).
+    """Save a checkpoint every ``save_every`` epochs, after the final epoch (Ignite ``EPOCH_COMPLETED``) and when the
+    run is terminated inside an epoch (``Events.TERMINATE``, e.g. by a wall-clock budget), so the weights a
+    terminated run ends with are on disk. A mid-epoch checkpoint is named after the unfinished epoch and stores the
+    completed epochs and the iteration; resuming from it finishes that epoch.
 
     Args:
         checkpoint_dir: output folder.
@@ -177,15 +183,26 @@ class CheckpointSaver:
         self.lr_scheduler = lr_scheduler
         self.save_every = int(save_every)
         self.keep_last = None if keep_last is None else int(keep_last)
+        self._saved_iteration: int | None = None
 
     def attach(self, engine) -> None:
-        """Register on ``Events.EPOCH_COMPLETED``."""
+        """Register on ``Events.EPOCH_COMPLETED`` and ``Events.TERMINATE``."""
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.add_event_handler(Events.TERMINATE, self._terminated)
+
+    def _terminated(self, engine) -> None:
+        # Ignite fires no EPOCH_COMPLETED after terminate(), even when it comes at the last iteration of an epoch
+        if engine.state.iteration != self._saved_iteration:
+            self._save(engine, engine.state.epoch)
 
     def __call__(self, engine) -> None:
         epoch = engine.state.epoch
         if epoch % self.save_every != 0 and epoch != engine.state.max_epochs:
             return
+        self._save(engine, epoch)
+
+    def _save(self, engine, epoch: int) -> None:
+        self._saved_iteration = engine.state.iteration
         path = save_checkpoint(
             checkpoint_path(self.checkpoint_dir, epoch),
             network=self.network if self.network is not None else engine.network,

@@ -14,6 +14,7 @@ from PIL import Image
 
 from monai_synth.data.writers import to_uint8, to_unit_range, write_nifti, write_png
 from monai_synth.engines import generate_dataset, load_weights_for_sampling, plan_class_counts
+from monai_synth.engines.generate import GenerationSettingsError, model_fingerprint
 from monai_synth.handlers import save_checkpoint
 
 
@@ -119,6 +120,45 @@ def test_generate_resume(tmp_path):
     assert removed.read_bytes() == reference
     assert not stale.exists()
     assert full.written == 5
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        (dict(guidance_scale=1.0), "guidance_scale"),
+        (dict(num_inference_steps=3), "timesteps"),
+        (dict(seed=6), "seed"),
+        (dict(batch_size=3), "batch_size"),
+        (dict(num_per_class=[2, 2]), "counts"),
+        (dict(model=tiny(seed=1)), "model"),
+    ],
+)
+def test_generate_refuses_resume_with_other_settings(tmp_path, change, field):
+    run(tmp_path)
+    before = sorted(p.read_bytes() for p in (tmp_path / "png").rglob("*.png"))
+    with pytest.raises(GenerationSettingsError, match=rf"{field}: existing .* vs now") as err:
+        run(tmp_path, **change)
+    assert str(tmp_path) in str(err.value) and "new folder" in str(err.value)
+    assert sorted(p.read_bytes() for p in (tmp_path / "png").rglob("*.png")) == before  # nothing touched
+    # the same settings (and an equal copy of the weights) still resume; a second format may be added
+    assert run(tmp_path, model=tiny()).skipped == 5
+    assert run(tmp_path, formats=("png", "nifti")).written == 5
+
+
+def test_generate_manifest_unreadable(tmp_path):
+    run(tmp_path)
+    (tmp_path / "generation.json").write_text("{not json")
+    with pytest.raises(GenerationSettingsError, match="generation.json.*unreadable"):
+        run(tmp_path)
+
+
+def test_model_fingerprint():
+    assert model_fingerprint(tiny()) == model_fingerprint(tiny())
+    assert model_fingerprint(tiny()) != model_fingerprint(tiny(seed=1))
+    m = tiny()
+    with torch.no_grad():
+        next(m.parameters())[0].view(-1)[0] += 1e-6
+    assert model_fingerprint(m) != model_fingerprint(tiny())
 
 
 def test_generate_unconditional(tmp_path):

@@ -74,3 +74,47 @@ def test_load_errors(tmp_path):
         load_checkpoint(bad, net)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "nope.pt", net)
+
+
+def _engine(net, opt, stop_at=None):
+    from ignite.engine import Engine, Events
+
+    def step(engine, batch):
+        opt.zero_grad()
+        net(batch).pow(2).sum().backward()
+        opt.step()
+
+    engine = Engine(step)
+    if stop_at is not None:
+        engine.add_event_handler(
+            Events.ITERATION_COMPLETED, lambda e: e.terminate() if e.state.iteration == stop_at else None
+        )
+    return engine
+
+
+def _batches():
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(4, 3, generator=g) for _ in range(3)]  # epoch_length 3
+
+
+@pytest.mark.parametrize("stop_at,done_epochs", [(5, 1), (6, 2)])
+def test_saver_writes_the_weights_of_a_terminated_run(tmp_path, stop_at, done_epochs):
+    from monai_synth.handlers import CheckpointResumer, CheckpointSaver
+
+    net, opt = net_and_opt()
+    engine = _engine(net, opt, stop_at)
+    CheckpointSaver(tmp_path, network=net, optimizer=opt, keep_last=None).attach(engine)
+    engine.run(_batches(), max_epochs=4)
+    assert engine.state.iteration == stop_at
+    path = latest_checkpoint(tmp_path)
+    assert path == checkpoint_path(tmp_path, 2)  # named after the epoch that was running
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["trainer"]["iteration"] == stop_at and ckpt["trainer"]["epoch"] == done_epochs
+    for k, v in net.state_dict().items():  # the final in-memory weights, not those of the last finished epoch
+        assert torch.equal(ckpt["network"][k], v), k
+    # resuming finishes the interrupted epoch and stops at the same total as an uninterrupted run
+    net2, opt2 = net_and_opt(1)
+    resumed = _engine(net2, opt2)
+    CheckpointResumer(tmp_path, network=net2, optimizer=opt2, map_location="cpu").attach(resumed)
+    resumed.run(_batches(), max_epochs=4)
+    assert resumed.state.iteration == 12 and resumed.state.epoch == 4
