@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -568,6 +569,62 @@ def run_case(name: str, factory: Callable[[], Workload], args, device: torch.dev
     return record, workload
 
 
+def run_group(
+    names: list[str], factories: dict[str, Callable[[], Workload]], args, device: torch.device
+) -> dict[str, tuple[dict, Workload | None]]:
+    """Time the cases of one comparison round-robin: every repeat times each library once, in turn.
+
+    Timing the libraries one after another let slow drift of the machine (frequency, allocator warm-up, a neighbour)
+    fall on one library: on the 2-core CPU the case measured first came out up to 1.3x slower than the same network
+    measured later. Interleaving spreads such drift evenly.
+    """
+    out: dict[str, tuple[dict, Workload | None]] = {}
+    live: dict[str, tuple[Workload, float]] = {}
+    for name in names:
+        try:
+            start = time.perf_counter()
+            workload = factories[name]()
+            setup_s = time.perf_counter() - start
+            for _ in range(args.warmup):
+                workload.step()
+            live[name] = (workload, setup_s)
+        except (SkipCase, PeerUnavailable) as err:
+            logger.warning("skip %s: %s", name, err)
+            out[name] = ({"skipped": str(err)}, None)
+        except Exception as err:  # a broken peer must not kill the whole run
+            logger.error("case %s failed:\n%s", name, traceback.format_exc())
+            out[name] = ({"error": f"{type(err).__name__}: {err}"}, None)
+    times: dict[str, list[float]] = {name: [] for name in live}
+    for _ in range(args.repeats):
+        for name, (workload, _) in live.items():
+            times[name].append(time_call(workload.step, repeats=1, warmup=0, device=device).median)
+    for name, (workload, setup_s) in live.items():
+        median = statistics.median(times[name])
+        out[name] = (
+            {
+                "items_per_s": workload.items / median,
+                "median_s": median,
+                "min_s": min(times[name]),
+                "times_s": times[name],
+                "items_per_call": workload.items,
+                "params": workload.params,
+                "setup_s": setup_s,
+                "config": workload.config,
+                "timing": f"round-robin with {', '.join(live)}",
+            },
+            workload,
+        )
+        logger.info("%-28s %10.2f items/s  (median %.4f s over %d, round-robin)", name, workload.items / median,
+                    median, args.repeats)  # fmt: skip
+    return {name: out[name] for name in names}
+
+
+def _comparison_group(name: str) -> str | None:
+    """``train/<lib>/<size>`` and ``sample/<lib>/<size>`` cases are compared across libraries: group key."""
+    parts = name.split("/")
+    return f"{parts[0]}/{parts[2]}" if len(parts) == 3 and parts[0] in ("train", "sample") else None
+
+
 def _metric(value: Any, config: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"value": value, "config": config, **extra}
 
@@ -723,13 +780,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     cases: dict[str, dict] = {}
     workloads: dict[str, Workload] = {}
-    for name, factory in build_cases(args, device).items():
+    factories = build_cases(args, device)
+    groups: dict[str, list[str]] = {}
+    for name in factories:
+        if any(name.startswith(prefix) for prefix in args.skip):
+            continue
+        key = _comparison_group(name)
+        if key is not None:
+            groups.setdefault(key, []).append(name)
+    done: set[str] = set()
+    for name, factory in factories.items():
+        if name in done:
+            continue
         if any(name.startswith(prefix) for prefix in args.skip):
             cases[name] = {"skipped": "--skip"}
             continue
-        cases[name], workload = run_case(name, factory, args, device)
-        if workload is not None and (workload.model is not None or name.endswith("/cold")):
-            workloads[name] = workload
+        key = _comparison_group(name)
+        if key is not None:
+            measured = run_group(groups[key], factories, args, device)
+        else:
+            measured = {name: run_case(name, factory, args, device)}
+        for case, (record, workload) in measured.items():
+            done.add(case)
+            cases[case] = record
+            if workload is not None and (workload.model is not None or case.endswith("/cold")):
+                workloads[case] = workload
     results["cases"] = cases
 
     # ---- headline metrics

@@ -48,6 +48,63 @@ def _parse_recipe(pairs: list[str]) -> dict:
     return out
 
 
+def classifier_figures(runs: list[dict]) -> dict:
+    """The utility keys of the classifier runs (``summary["runs"]`` entries tagged with their Table 2 row).
+
+    Accuracy/AUC keys are means over the runs of a row (one per classifier seed); ``by_row`` keeps every seed's
+    value and the sample standard deviation. ``targets`` holds the issue's classifier targets (None: row missing).
+    """
+    by_row: dict[int, list[dict]] = {}
+    for r in runs:
+        by_row.setdefault(int(r["tags"]["table2_row"]), []).append(r)
+
+    def metric(row: int, key: str) -> float | None:
+        return float(np.mean([r[key] for r in by_row[row]])) if row in by_row else None
+
+    def at_least(value: float | None, threshold: float) -> bool | None:
+        return None if value is None else value >= threshold
+
+    pt10, real10 = metric(11, "accuracy"), metric(9, "accuracy")
+    return {
+        "synthetic_only_acc": metric(17, "accuracy"),
+        "synthetic_only_auc": metric(17, "auc"),
+        "pt10_acc": pt10,
+        "real10_acc": real10,
+        "real100_acc": metric(1, "accuracy"),
+        "targets": {
+            "synthetic_only_acc>=0.80": at_least(metric(17, "accuracy"), 0.80),
+            "synthetic_only_auc>=0.85": at_least(metric(17, "auc"), 0.85),
+            "pt10_acc>real10_acc": None if pt10 is None or real10 is None else pt10 > real10,
+            "pt10_acc>=0.80": at_least(pt10, 0.80),
+        },
+        "by_row": {
+            f"row{row:02d}": {
+                key: {
+                    "mean": float(np.mean(vals)),
+                    "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                    "per_seed": vals,
+                }
+                for key in ("accuracy", "auc")
+                for vals in [[float(r[key]) for r in row_runs]]
+            }
+            for row, row_runs in sorted(by_row.items())
+        },
+    }
+
+
+def seeded_grid(rows: set[int], seeds: list[int], epochs: int) -> list:
+    """Seed 000 Table 2 ``rows`` once per classifier seed (seed 0 keeps the plain run names)."""
+    from monai_synth.engines.classification import ClassifierRunConfig
+    from monai_synth.study import seed000_table2
+
+    return [
+        c if seed == 0 else c.replace(seed=seed, name=f"{c.name}_s{seed}", tags={**c.tags, "seed": str(seed)})
+        for seed in seeds
+        for c in seed000_table2(ClassifierRunConfig(epochs=epochs))
+        if int(c.tags["table2_row"]) in rows
+    ]
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="MedMNIST .npz or a folder with train/valid/test splits")
@@ -74,9 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    from monai_synth.engines.classification import ClassifierRunConfig
     from monai_synth.pipeline import DiffusionRecipe, run_pipeline
-    from monai_synth.study import seed000_table2
 
     data = Path(args.data)
     source = "medmnist" if data.suffix == ".npz" else "folder"
@@ -90,12 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = [int(x) for x in args.classifier_seeds.split(",") if x.strip()]
     if not seeds:
         raise SystemExit("--classifier-seeds needs at least one integer")
-    grid = [
-        c if seed == 0 else c.replace(seed=seed, name=f"{c.name}_s{seed}", tags={**c.tags, "seed": str(seed)})
-        for seed in seeds
-        for c in seed000_table2(ClassifierRunConfig(epochs=args.classifier_epochs))
-        if int(c.tags["table2_row"]) in rows
-    ]
+    grid = seeded_grid(rows, seeds, args.classifier_epochs)
     t0 = time.perf_counter()
     summary = run_pipeline(
         output_dir=args.work_dir,
@@ -111,27 +161,6 @@ def main(argv: list[str] | None = None) -> dict:
         device=args.device,
         progress=sys.stderr.isatty(),
     )
-    by_row: dict[int, list[dict]] = {}
-    for r in summary["runs"]:
-        by_row.setdefault(int(r["tags"]["table2_row"]), []).append(r)
-
-    def metric(row: int, key: str) -> float | None:
-        """Mean over the classifier seeds of ``key`` for Table 2 row ``row`` (None when the row did not run)."""
-        return float(np.mean([r[key] for r in by_row[row]])) if row in by_row else None
-
-    seed_stats = {
-        f"row{row:02d}": {
-            key: {
-                "mean": float(np.mean(vals)),
-                "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                "per_seed": vals,
-            }
-            for key in ("accuracy", "auc")
-            for vals in [[float(r[key]) for r in runs]]
-        }
-        for row, runs in sorted(by_row.items())
-    }
-
     fid = summary.get("fid", {})
     out = {
         "data": str(data),
@@ -140,28 +169,16 @@ def main(argv: list[str] | None = None) -> dict:
         "generator_img_per_s": summary["generator"]["img_per_s"],
         "sample_minutes": summary["synthetic"]["sample_minutes"],
         "n_synthetic": summary["synthetic"]["n"],
-        "synthetic_only_acc": metric(17, "accuracy"),
-        "synthetic_only_auc": metric(17, "auc"),
-        "pt10_acc": metric(11, "accuracy"),
-        "real10_acc": metric(9, "accuracy"),
-        "real100_acc": metric(1, "accuracy"),
+        **classifier_figures(summary["runs"]),
         "fid_synth_test": fid.get("fid_synth_test"),
         "fid_train_test": fid.get("fid_train_test"),
         "fid_ratio": fid.get("fid_ratio"),
-        "targets": {
-            "synthetic_only_acc>=0.80": None if metric(17, "accuracy") is None else metric(17, "accuracy") >= 0.80,
-            "synthetic_only_auc>=0.85": None if metric(17, "auc") is None else metric(17, "auc") >= 0.85,
-            "pt10_acc>real10_acc": None
-            if metric(11, "accuracy") is None or metric(9, "accuracy") is None
-            else metric(11, "accuracy") > metric(9, "accuracy"),
-            "fid_ratio<=1.5": None if not fid else fid["fid_ratio"] <= 1.5,
-        },
         "classifier_seeds": seeds,
-        "by_row": seed_stats,
         "runs": summary["runs"],
         "recipe": summary["recipe"],
         "total_minutes": (time.perf_counter() - t0) / 60.0,
     }
+    out["targets"]["fid_ratio<=1.5"] = None if not fid else fid["fid_ratio"] <= 1.5
     _log_trial(out, args)
     Path(args.out).write_text(json.dumps(out, indent=1, default=float))
     logging.getLogger("utility").info("wrote %s", args.out)

@@ -198,7 +198,8 @@ class DiffusionRecipe:
         prediction_type: ``epsilon`` or ``v_prediction``.
         loss: ``l1`` (seed 000), ``l2`` (seeds 001/003) or ``huber`` (seed 002).
         num_train_timesteps: T.
-        lr: Adam learning rate (linear warm-up over ``warmup_iters``, then constant).
+        lr: Adam learning rate (linear warm-up over ``warmup_iters``, then constant); 1e-3 is the CPU-budget default
+            (docs/synthetic_utility.md).
         warmup_iters: learning-rate warm-up iterations.
         batch_size: images per step.
         epochs: maximum epochs.
@@ -206,8 +207,11 @@ class DiffusionRecipe:
         ema_decay: EMA decay (with warm-up: early weights are not frozen into the average).
         cond_drop_prob: CFG label dropout.
         hflip: random horizontal flips during diffusion training.
-        guidance_scale: CFG weight w at sampling.
-        sample_steps: DDIM steps at sampling.
+        guidance_scale: CFG weight w at sampling. 1 (the default) samples the conditional model alone, one network
+            pass per step; on PneumoniaMNIST it gave a lower FID than w = 1.5 or 2 at less than half the sampling
+            time, and its synthetic-only classifier reached 0.86 test accuracy (docs/synthetic_utility.md).
+        sample_steps: DDIM steps at sampling. With eta = 1 the step count matters: on PneumoniaMNIST FID against the
+            real test set was 119.6 / 53.9 / 45.2 / 44.1 at 10 / 25 / 50 / 100 steps (N = 500), so 50 is the default.
         sample_eta: DDIM eta (Song et al. 2021, Eq. 16): 1 = DDPM-like stochastic steps, 0 = deterministic. On a
             generator trained for ~25 CPU epochs, eta=0 left 36-44 % of PneumoniaMNIST samples visibly noisy
             (more high-frequency energy than any real image) while eta=1 left none (docs/studies.md).
@@ -224,7 +228,7 @@ class DiffusionRecipe:
     prediction_type: str = "epsilon"
     loss: str = "l1"
     num_train_timesteps: int = 1000
-    lr: float = 5e-4
+    lr: float = 1e-3
     warmup_iters: int = 200
     batch_size: int = 64
     epochs: int = 10
@@ -232,8 +236,8 @@ class DiffusionRecipe:
     ema_decay: float = 0.999
     cond_drop_prob: float = 0.1
     hflip: bool = False
-    guidance_scale: float = 2.0
-    sample_steps: int = 25
+    guidance_scale: float = 1.0
+    sample_steps: int = 50
     sample_eta: float = 1.0
     grad_clip_norm: float | None = 1.0
     seed: int = 0
