@@ -543,7 +543,7 @@ def synthesize(
     n_per_class: int,
     out_dir: str | os.PathLike,
     recipe: DiffusionRecipe | None = None,
-    batch_size: int = 250,
+    batch_size: int = 100,
     seed: int = 1234,
     device: str | torch.device = "cpu",
     progress: bool = False,
@@ -556,6 +556,9 @@ def synthesize(
     With ``privacy_threshold`` (and ``privacy_train``, the ``(N, 1, H, W)`` training images in ``[0, 1]``), images
     closer than the threshold to a training image are removed and reported in ``out_dir/privacy_filter.csv``
     (:func:`monai_synth.engines.privacy.filter_generated_dataset`, see docs/reliability.md) before reading back.
+
+    ``batch_size`` images share one forward pass; on a 2-core CPU 1000 PneumoniaMNIST images at DDIM 50 took 147 s
+    in batches of 100 and 215 s in batches of 250 (smaller batches stay in cache; docs/performance.md).
 
     Returns:
         (in-memory items ``{"image": (1, H, W) in [0, 1], "label"}`` as written to disk, wall seconds of sampling).

@@ -174,11 +174,17 @@ def build_diffusion_unet(
     num_res_blocks: int = 1,
     num_head_channels: int = 32,
     norm_num_groups: int = 32,
+    use_flash_attention: bool = True,
 ) -> DiffusionModelUNet:
     """The default ``DiffusionModelUNet`` for small (28x28) images, with ``num_class_embeds = num_classes + 1``.
 
     3 levels (28 -> 14 -> 7; works without padding), attention only at the 7x7 level, 1 residual block per level,
     ~1.1 M parameters. ``num_classes=None`` builds an unconditional model.
+
+    ``use_flash_attention`` (default True) routes MONAI's attention blocks to PyTorch's fused
+    ``scaled_dot_product_attention`` (flash / memory-efficient kernels on CUDA, a fused kernel on CPU). It changes no
+    parameter, so checkpoints load either way, and outputs agree within float rounding. Timed interleaved on the
+    2-core CPU, a training step was 4 % faster at 28 px and 8 % faster at 64 px (docs/performance.md).
     """
     for c in channels:
         if c % norm_num_groups:
@@ -199,6 +205,7 @@ def build_diffusion_unet(
         num_head_channels=num_head_channels,
         norm_num_groups=norm_num_groups,
         num_class_embeds=None if num_classes is None else int(num_classes) + 1,
+        use_flash_attention=use_flash_attention,
     )
 
 

@@ -109,6 +109,25 @@ def test_default_unet_28x28():
         build_diffusion_unet(channels=(24, 48))
 
 
+def test_default_unet_uses_fused_attention_with_unchanged_outputs():
+    torch.manual_seed(0)
+    fused = build_diffusion_unet(num_classes=2)
+    explicit = build_diffusion_unet(num_classes=2, use_flash_attention=False)
+    explicit.load_state_dict(fused.state_dict())  # same parameters: checkpoints load either way
+    blocks = [m for m in fused.modules() if hasattr(m, "use_flash_attention")]
+    assert blocks and all(m.use_flash_attention for m in blocks)
+    assert not any(m.use_flash_attention for m in explicit.modules() if hasattr(m, "use_flash_attention"))
+    for m in (fused, explicit):  # make the attention blocks matter: the zero-initialised output convs are not
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.05 * torch.sin(torch.arange(p.numel(), dtype=p.dtype)).reshape(p.shape))
+    x, t, y = torch.randn(3, 1, 28, 28), torch.tensor([1, 500, 999]), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        a, b = fused(x, timesteps=t, class_labels=y), explicit(x, timesteps=t, class_labels=y)
+    assert a.abs().mean() > 1e-3
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 S = 8
 
 
