@@ -74,6 +74,23 @@ def sample_set(gen, recipe, cfg: dict, counts: list[int], seed: int, batch_size:
     return torch.cat(out)
 
 
+def real_features(extractor, splits, n: int, cache: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inception features of ``n`` random real train and test images (seed 0), read from / written to ``cache``."""
+    from monai_synth.pipeline import _stack
+
+    if cache is not None and cache.is_file():
+        z = np.load(cache)
+        return torch.from_numpy(z["train"]), torch.from_numpy(z["test"])
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    f_train = extractor(_stack([splits["train"][i] for i in rng.permutation(len(splits["train"]))[:n]]))
+    f_test = extractor(_stack([splits["test"][i] for i in rng.permutation(len(splits["test"]))[:n]]))
+    log.info("real features in %.1f s", time.perf_counter() - t0)
+    if cache is not None:
+        np.savez(cache, train=f_train.numpy(), test=f_test.numpy())
+    return f_train, f_test
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generator", required=True, help="folder with generator_done.json and checkpoints/")
@@ -89,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from monai_synth.metrics import InceptionFeatureExtractor, compute_fid
-    from monai_synth.pipeline import DiffusionRecipe, _stack, load_generator, load_labelled_splits
+    from monai_synth.pipeline import DiffusionRecipe, load_generator, load_labelled_splits
 
     gen_dir = Path(args.generator)
     summary = gen_dir.parent / "summary.json"
@@ -109,20 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
 
     extractor = InceptionFeatureExtractor(dims=2048)
-    rng = np.random.default_rng(0)
-    cache = Path(args.cache) if args.cache else None
-    if cache is not None and cache.is_file():
-        z = np.load(cache)
-        f_train, f_test = torch.from_numpy(z["train"]), torch.from_numpy(z["test"])
-    else:
-        t0 = time.perf_counter()
-        idx_tr = rng.permutation(len(splits["train"]))[: args.n]
-        idx_te = rng.permutation(len(splits["test"]))[: args.n]
-        f_train = extractor(_stack([splits["train"][i] for i in idx_tr]))
-        f_test = extractor(_stack([splits["test"][i] for i in idx_te]))
-        log.info("real features in %.1f s", time.perf_counter() - t0)
-        if cache is not None:
-            np.savez(cache, train=f_train.numpy(), test=f_test.numpy())
+    f_train, f_test = real_features(extractor, splits, args.n, Path(args.cache) if args.cache else None)
     fid_train_test = float(compute_fid(f_train, f_test))
     log.info("FID(real train, real test) at n=%d: %.2f", len(f_train), fid_train_test)
 

@@ -22,7 +22,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 log = logging.getLogger("utility_curve")
@@ -42,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    from sampling_sweep import sample_set
+    from sampling_sweep import real_features, sample_set
 
     from monai_synth.engines.classification import ClassifierRunConfig, train_classifier
     from monai_synth.engines.generate import plan_class_counts
@@ -54,7 +53,6 @@ def main(argv: list[str] | None = None) -> dict:
         GeneratorResult,
         _build_network_and_scheduler,
         _items,
-        _stack,
         load_labelled_splits,
     )
     from monai_synth.study import seed000_table2
@@ -64,16 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     splits = load_labelled_splits("medmnist" if data.suffix == ".npz" else "folder", data, recipe.image_size)
     num_classes = max(int(it["label"]) for it in splits["train"]) + 1
     extractor = InceptionFeatureExtractor(dims=2048)
-    cache = Path(args.fid_cache) if args.fid_cache else None
-    if cache is not None and cache.is_file():
-        z = np.load(cache)
-        f_train, f_test = torch.from_numpy(z["train"]), torch.from_numpy(z["test"])
-    else:
-        rng = np.random.default_rng(0)
-        f_train = extractor(_stack([splits["train"][i] for i in rng.permutation(len(splits["train"]))[: args.fid_n]]))
-        f_test = extractor(_stack([splits["test"][i] for i in rng.permutation(len(splits["test"]))[: args.fid_n]]))
-        if cache is not None:
-            np.savez(cache, train=f_train.numpy(), test=f_test.numpy())
+    f_train, f_test = real_features(extractor, splits, args.fid_n, Path(args.fid_cache) if args.fid_cache else None)
     fid_train_test = float(compute_fid(f_train, f_test))
     row17 = next(c for c in seed000_table2(ClassifierRunConfig(epochs=args.classifier_epochs)) if c.name == "t2_row17")
     cfg = {"w": recipe.guidance_scale, "steps": recipe.sample_steps, "eta": recipe.sample_eta}
