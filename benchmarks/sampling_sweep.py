@@ -5,7 +5,7 @@ Usage::
     python benchmarks/sampling_sweep.py --generator RUN/generator --data PNEUMONIA.npz \\
         --configs "w=2,steps=25,eta=1" "w=1,steps=25,eta=1" --n 500 --out sweep.json
 
-``--generator`` is a folder that :func:`monai_synth.pipeline.train_generator` finished (its recipe is read from
+``--generator`` is a folder that :func:`monai_synth.apps.augmentation.train_generator` finished (its recipe is read from
 ``summary.json`` beside it, or given with ``--recipe key=value``). For every configuration ``n`` images are sampled
 in memory with a fixed seed, timed, and compared with the real test split (Inception 2048-d FID). The real
 train-vs-test FID at the same ``n`` is computed once, so ``fid_ratio`` is measured at equal set sizes (FID is biased
@@ -45,16 +45,10 @@ def parse_config(text: str) -> dict:
 
 def sample_set(gen, recipe, cfg: dict, counts: list[int], seed: int, batch_size: int) -> torch.Tensor:
     """Sample ``sum(counts)`` images (labels in class order) with the DDIM settings of ``cfg``; returns [0, 1]."""
-    from monai.networks.schedulers import DDIMScheduler
-
     from monai_synth.inferers.sampling import sample
+    from monai_synth.networks.schedulers import ddim_from
 
-    ddim = DDIMScheduler(
-        num_train_timesteps=gen.scheduler.num_train_timesteps,
-        schedule=recipe.schedule,
-        prediction_type=gen.scheduler.prediction_type,
-        clip_sample=True,
-    )
+    ddim = ddim_from(gen.scheduler, clip_sample=True)
     labels = torch.cat([torch.full((n,), c, dtype=torch.long) for c, n in enumerate(counts)])
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -76,15 +70,15 @@ def sample_set(gen, recipe, cfg: dict, counts: list[int], seed: int, batch_size:
 
 def real_features(extractor, splits, n: int, cache: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Inception features of ``n`` random real train and test images (seed 0), read from / written to ``cache``."""
-    from monai_synth.pipeline import _stack
+    from monai_synth.evaluate import stack_items
 
     if cache is not None and cache.is_file():
         z = np.load(cache)
         return torch.from_numpy(z["train"]), torch.from_numpy(z["test"])
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
-    f_train = extractor(_stack([splits["train"][i] for i in rng.permutation(len(splits["train"]))[:n]]))
-    f_test = extractor(_stack([splits["test"][i] for i in rng.permutation(len(splits["test"]))[:n]]))
+    f_train = extractor(stack_items([splits["train"][i] for i in rng.permutation(len(splits["train"]))[:n]]))
+    f_test = extractor(stack_items([splits["test"][i] for i in rng.permutation(len(splits["test"]))[:n]]))
     log.info("real features in %.1f s", time.perf_counter() - t0)
     if cache is not None:
         np.savez(cache, train=f_train.numpy(), test=f_test.numpy())
@@ -105,8 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
+    from monai_synth.apps.augmentation import DiffusionRecipe, load_generator
+    from monai_synth.data import load_labelled_splits
     from monai_synth.metrics import InceptionFeatureExtractor, compute_fid
-    from monai_synth.pipeline import DiffusionRecipe, load_generator, load_labelled_splits
 
     gen_dir = Path(args.generator)
     summary = gen_dir.parent / "summary.json"

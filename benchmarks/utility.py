@@ -8,7 +8,7 @@ Usage::
 ``--data`` is a MedMNIST-layout ``.npz`` or a folder with ``train/``, ``valid/`` (or ``val/``) and ``test/`` splits,
 each holding one subfolder of PNG images per class. Images are resized to ``--image-size``.
 
-The chain is :func:`monai_synth.pipeline.run_pipeline` with the bundle's default recipe (overridable with
+The chain is :func:`monai_synth.apps.augmentation.run_pipeline` with the bundle's default recipe (overridable with
 ``--recipe key=value``), 500 synthetic images per class, and seed 000 Table 2 rows 1, 3, 9, 11, 17 with their
 geometric-augmentation twins 5, 7, 13, 15, 18 at seed 000 classifier settings (ResNet-18, SGD 1e-3, 20 epochs).
 With ``--classifier-seeds 0,1,2`` every row runs once per seed and the accuracy/AUC keys are means over the seeds
@@ -94,13 +94,13 @@ def classifier_figures(runs: list[dict]) -> dict:
 
 def seeded_grid(rows: set[int], seeds: list[int], epochs: int) -> list:
     """Seed 000 Table 2 ``rows`` once per classifier seed (seed 0 keeps the plain run names)."""
+    from monai_synth.apps.augmentation import table2_grid
     from monai_synth.engines.classification import ClassifierRunConfig
-    from monai_synth.study import seed000_table2
 
     return [
         c if seed == 0 else c.replace(seed=seed, name=f"{c.name}_s{seed}", tags={**c.tags, "seed": str(seed)})
         for seed in seeds
-        for c in seed000_table2(ClassifierRunConfig(epochs=epochs))
+        for c in table2_grid(ClassifierRunConfig(epochs=epochs))
         if int(c.tags["table2_row"]) in rows
     ]
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    from monai_synth.pipeline import DiffusionRecipe, run_pipeline
+    from monai_synth.apps.augmentation import DiffusionRecipe, run_pipeline
 
     data = Path(args.data)
     source = "medmnist" if data.suffix == ".npz" else "folder"

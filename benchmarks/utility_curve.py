@@ -43,19 +43,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     from sampling_sweep import real_features, sample_set
 
+    from monai_synth.apps.augmentation import DiffusionRecipe, GeneratorResult, table2_grid
+    from monai_synth.data import items_from_arrays, load_labelled_splits
     from monai_synth.engines.classification import ClassifierRunConfig, train_classifier
     from monai_synth.engines.generate import plan_class_counts
     from monai_synth.handlers.checkpoint import load_checkpoint
     from monai_synth.handlers.ema import create_ema_model
     from monai_synth.metrics import InceptionFeatureExtractor, compute_fid
-    from monai_synth.pipeline import (
-        DiffusionRecipe,
-        GeneratorResult,
-        _build_network_and_scheduler,
-        _items,
-        load_labelled_splits,
-    )
-    from monai_synth.study import seed000_table2
 
     recipe = DiffusionRecipe(**json.loads(Path(args.recipe_from).read_text())["recipe"])
     data = Path(args.data)
@@ -64,14 +58,14 @@ def main(argv: list[str] | None = None) -> dict:
     extractor = InceptionFeatureExtractor(dims=2048)
     f_train, f_test = real_features(extractor, splits, args.fid_n, Path(args.fid_cache) if args.fid_cache else None)
     fid_train_test = float(compute_fid(f_train, f_test))
-    row17 = next(c for c in seed000_table2(ClassifierRunConfig(epochs=args.classifier_epochs)) if c.name == "t2_row17")
+    row17 = next(c for c in table2_grid(ClassifierRunConfig(epochs=args.classifier_epochs)) if c.name == "t2_row17")
     cfg = {"w": recipe.guidance_scale, "steps": recipe.sample_steps, "eta": recipe.sample_eta}
     counts = plan_class_counts(class_ratio=[1.0] * num_classes, total=args.n)
 
     points = []
     for spec in args.checkpoint:
         minutes, _, path = spec.partition("=")
-        network, scheduler = _build_network_and_scheduler(recipe, num_classes)
+        network, scheduler = recipe.build_network(num_classes), recipe.build_scheduler()
         ema = create_ema_model(network, decay=recipe.ema_decay)
         state = load_checkpoint(path, network=network, ema_model=ema, restore_rng=False)
         gen = GeneratorResult(
@@ -90,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
             None,
             splits["val"],
             splits["test"],
-            synthetic_data=_items(images, labels),
+            synthetic_data=items_from_arrays(images, labels),
             output_dir=Path(args.work_dir),
             experiment_name="synthetic_utility_curve",
             extra_params={"generator_checkpoint": Path(path).name, "generator_train_minutes": float(minutes)},

@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
+    from monai_synth.apps.augmentation import StudyData, run_study
+    from monai_synth.data import items_from_arrays, load_labelled_splits
     from monai_synth.data.datalists import load_datalist_json
     from monai_synth.evaluate import stack_items
-    from monai_synth.pipeline import _items, load_labelled_splits
-    from monai_synth.study import StudyData, run_study
 
     work = Path(args.work_dir)
     datalist = work / "synthetic" / "datalist.json"
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = Path(args.data)
     splits = load_labelled_splits("medmnist" if data.suffix == ".npz" else "folder", data, args.image_size)
     entries = load_datalist_json(datalist, "training")
-    synthetic = _items(stack_items(entries), [int(e["label"]) for e in entries])
+    synthetic = items_from_arrays(stack_items(entries), [int(e["label"]) for e in entries])
     rows = {int(r) for r in args.rows.split(",") if r.strip()}
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     results = run_study(

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from monai.utils import optional_import
 
+from monai_synth.data.datalists import load_datalist_json
+from monai_synth.data.image_io import load_image_2d, resize_images
 from monai_synth.metrics.features import InceptionFeatureExtractor, as_float_images
 from monai_synth.metrics.fid import compute_fid
 from monai_synth.metrics.kid import compute_kid
@@ -256,11 +258,7 @@ def stack_items(
         seed: subset seed.
         image_size: resize (bilinear, anti-aliased) to this square size; ``None`` keeps the size.
     """
-    import torch.nn.functional as F
-
     if isinstance(items, (str, os.PathLike)):
-        from monai_synth.data.datalists import load_datalist_json
-
         items = load_datalist_json(items, "training")
     items = list(items)
     if not items:
@@ -272,17 +270,12 @@ def stack_items(
     for it in items:
         img = it["image"]
         if isinstance(img, (str, os.PathLike)):
-            from PIL import Image
-
-            arr = np.asarray(Image.open(img).convert("L"), dtype=np.float32) / 255.0
-            x = torch.from_numpy(arr)[None]
+            x = load_image_2d(img, rescale="dtype")
         else:
             x = torch.as_tensor(np.asarray(img), dtype=torch.float32)
         out.append(x)
     images = torch.stack(out)
-    if image_size is not None and images.shape[-2:] != (image_size, image_size):
-        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True).clamp(0, 1)
-    return images
+    return images if image_size is None else resize_images(images, int(image_size))
 
 
 TABLE1_PAIRS = (

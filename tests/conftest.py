@@ -1,4 +1,9 @@
-"""Test configuration: shared real-data fixture, deterministic tiny settings."""
+"""Test configuration: shared real-data fixture, deterministic tiny settings.
+
+This folder has no ``__init__.py``: with pytest's default ``prepend`` import mode the folder of this conftest
+(``tests/``) is put on ``sys.path``, so test modules import the shared helpers as ``from helpers import ...``
+(tests/helpers.py). One torch thread is set here for the whole session; test modules do not set it again.
+"""
 
 from __future__ import annotations
 

@@ -5,30 +5,20 @@ from __future__ import annotations
 import csv
 import math
 
-import numpy as np
 import pytest
+from helpers import tiny_items
 
-from monai_synth import compare as cmp
-from monai_synth import study as st
+from monai_synth.apps.augmentation import compare as cmp
+from monai_synth.apps.augmentation import study as st
+from monai_synth.apps.augmentation.grids import table2_grid
 from monai_synth.engines.classification import ClassifierRunConfig
-
-
-def tiny_items(n: int, seed: int, size: int = 16) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        img = (rng.random((1, size, size)) * 0.3).astype(np.float32)
-        if i % 2:
-            img[:, 4:12, 4:12] += 0.6
-        out.append({"image": img, "label": i % 2})
-    return out
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     base = ClassifierRunConfig(network="resnet10", epochs=1, batch_size=8, lr=0.01, epoch_length=2)
-    grid = [c for c in st.seed000_table2(base) if c.tags["table2_row"] in ("9", "17")]
+    grid = [c for c in table2_grid(base) if c.tags["table2_row"] in ("9", "17")]
     data = st.StudyData(train=tiny_items(40, 1), val=tiny_items(8, 2), test=tiny_items(10, 3),
                         synthetic=tiny_items(16, 4))  # fmt: skip
     uri = f"sqlite:///{out}/mlruns.db"

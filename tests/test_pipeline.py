@@ -1,4 +1,8 @@
-"""Tests of the end-to-end pipeline pieces (monai_synth.pipeline) on tiny data."""
+"""Tests of the augmentation app's generator and synthesis (monai_synth.apps.augmentation) on tiny data.
+
+The data loading these use is tested in tests/data/test_splits.py, the grids in tests/test_study.py and the
+training handlers in tests/handlers/test_training_handlers.py.
+"""
 
 from __future__ import annotations
 
@@ -7,70 +11,21 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import half_items
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDPMScheduler
 from PIL import Image
 
-from monai_synth.pipeline import (
+from monai_synth.apps.augmentation import (
+    GENERATOR_DONE,
+    DiffusionItemsDataset,
     DiffusionRecipe,
-    _TimeBudget,
     load_generator,
-    load_labelled_splits,
-    reduced_grid,
     synthesize,
     train_generator,
 )
 
 TINY = {"image_size": 8, "channels": (32, 32, 32), "epochs": 1, "batch_size": 8, "sample_steps": 3, "warmup_iters": 2}
-
-
-def _npz(path, n=12, size=12):
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split in ("train", "val", "test"):
-        arrays[f"{split}_images"] = rng.integers(0, 256, size=(n, size, size), dtype=np.uint8)
-        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1).astype(np.uint8)
-    np.savez(path, **arrays)
-    return arrays
-
-
-def test_medmnist_source_scales_and_resizes(tmp_path):
-    arrays = _npz(tmp_path / "d.npz", size=8)
-    splits = load_labelled_splits("medmnist", tmp_path / "d.npz", image_size=8)
-    assert set(splits) == {"train", "val", "test"}
-    first = splits["train"][0]
-    assert first["image"].shape == (1, 8, 8) and first["image"].dtype == np.float32
-    np.testing.assert_allclose(first["image"][0], arrays["train_images"][0] / 255.0, atol=1e-6)
-    assert [it["label"] for it in splits["test"]] == [i % 2 for i in range(12)]
-    resized = load_labelled_splits("medmnist", tmp_path / "d.npz", image_size=4)
-    assert resized["val"][0]["image"].shape == (1, 4, 4)
-    assert 0.0 <= resized["val"][0]["image"].min() and resized["val"][0]["image"].max() <= 1.0
-
-
-def test_folder_source_reads_pngs_rows_first(tmp_path):
-    img = np.zeros((8, 8), np.uint8)
-    img[0, :] = 255  # top row bright: must stay the top row after loading
-    for split in ("train", "valid", "test"):
-        for cls in ("a", "b"):
-            (tmp_path / split / cls).mkdir(parents=True)
-            Image.fromarray(img).save(tmp_path / split / cls / "x.png")
-    splits = load_labelled_splits("folder", tmp_path, image_size=8)
-    x = splits["val"][0]["image"][0]
-    np.testing.assert_allclose(x[0], 1.0)
-    np.testing.assert_allclose(x[1:], 0.0)
-    assert sorted(it["label"] for it in splits["train"]) == [0, 1]
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"source": "nope"}, "source"),
-        ({"source": "medmnist", "path": None}, "path"),
-        ({"source": "dicom", "path": "."}, "labels_csv"),
-    ],
-    ids=["unknown-source", "missing-path", "dicom-without-csv"],
-)
-def test_load_errors(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        load_labelled_splits(**kwargs)
 
 
 @pytest.mark.parametrize(
@@ -83,33 +38,51 @@ def test_recipe_validation(field, value):
         DiffusionRecipe(**{field: value})
 
 
-def test_reduced_grid_rows_and_options():
-    grid = reduced_grid(epochs=2)
-    assert [c.tags["table2_row"] for c in grid] == ["1", "5", "9", "13", "11", "15", "17", "18"]
-    row17 = [c for c in grid if c.tags["table2_row"] == "17"][0]
-    assert row17.synthetic_pretrain and row17.real_fraction == 0 and not row17.geometric_aug
-    assert [c.name for c in reduced_grid(rows=[9, 11])] == ["row9", "row11"]
+def test_recipe_builds_its_network_and_scheduler():
+    recipe = DiffusionRecipe(channels=(8, 16), attention_levels=(False, True), num_head_channels=8, norm_num_groups=8,
+                             num_train_timesteps=20, sample_steps=5, schedule="linear_beta",
+                             prediction_type="v_prediction")  # fmt: skip
+    net = recipe.build_network(num_classes=3, in_channels=2)
+    assert isinstance(net, DiffusionModelUNet)
+    assert (net.in_channels, net.out_channels, tuple(net.block_out_channels)) == (2, 2, (8, 16))
+    assert tuple(net.attention_levels) == (False, True) and tuple(net.num_head_channels) == (8, 8)
+    assert net.num_class_embeds == 4  # 3 classes + the null class of classifier-free guidance
+    with torch.no_grad():
+        out = net(torch.zeros(2, 2, 8, 8), timesteps=torch.tensor([0, 19]), class_labels=torch.tensor([0, 3]))
+    assert out.shape == (2, 2, 8, 8)
+    assert recipe.build_network(num_classes=None).num_class_embeds is None
+    sched = recipe.build_scheduler()
+    assert isinstance(sched, DDPMScheduler) and sched.num_train_timesteps == 20
+    assert sched.prediction_type == "v_prediction"
+    # linear schedule (Ho et al. 2020): betas evenly spaced from MONAI's default 1e-4 to 2e-2
+    torch.testing.assert_close(sched.betas, torch.linspace(1e-4, 2e-2, 20))
+    default = DiffusionRecipe().build_scheduler()
+    assert default.num_train_timesteps == DiffusionRecipe.num_train_timesteps == 1000
+    # cosine schedule (Nichol & Dhariwal 2021, Eq. 17): alpha_bar(t) = f(t) / f(0), f(t) = cos^2((t/T + s)/(1 + s) pi/2)
+    t = torch.arange(1, 1001, dtype=torch.float64)
+    f = lambda t: torch.cos((t / 1000 + 0.008) / 1.008 * torch.pi / 2) ** 2  # noqa: E731
+    torch.testing.assert_close(default.alphas_cumprod[:900].double(), (f(t) / f(torch.zeros(1)))[:900], atol=1e-4,
+                               rtol=0)  # fmt: skip
 
 
-def _toy_items(n=16, size=8):
-    items = []
-    for i in range(n):
-        x = np.zeros((1, size, size), np.float32)
-        if i % 2:
-            x[:, size // 2 :, :] = 1.0
-        else:
-            x[:, : size // 2, :] = 1.0
-        items.append({"image": x, "label": i % 2})
-    return items
+def test_diffusion_items_dataset_maps_to_model_range_and_flips():
+    items = half_items(4, size=4)
+    ds = DiffusionItemsDataset(items, hflip=False, seed=0)
+    assert len(ds) == 4 and ds[1]["label"].item() == 1 and ds[1]["label"].dtype == torch.long
+    torch.testing.assert_close(ds[1]["image"], torch.as_tensor(items[1]["image"]) * 2 - 1)
+    ramp = [{"image": np.tile(np.arange(4, dtype=np.float32) / 3, (1, 4, 1)), "label": 0}]
+    flips = DiffusionItemsDataset(ramp, hflip=True, seed=0)
+    seen = {tuple(round(v, 4) for v in flips[0]["image"][0, 0].tolist()) for _ in range(32)}
+    assert seen == {(-1.0, -0.3333, 0.3333, 1.0), (1.0, 0.3333, -0.3333, -1.0)}  # identity and the mirror image
 
 
 def test_train_load_and_synthesize(tmp_path):
     recipe = DiffusionRecipe(**TINY)
-    gen = train_generator(_toy_items(), recipe, tmp_path / "gen")
+    gen = train_generator(half_items(), recipe, tmp_path / "gen")
     assert gen.epochs == 1 and gen.iterations == 2 and gen.num_classes == 2
     assert gen.img_per_s > 0 and np.isfinite(gen.final_loss)
     assert gen.history["epoch"] == [1] and 0 < gen.history["elapsed_s"][0] <= gen.wall_s
-    assert (tmp_path / "gen" / "generator_done.json").is_file()
+    assert (tmp_path / "gen" / GENERATOR_DONE).is_file() and GENERATOR_DONE == "generator_done.json"
     loaded = load_generator(tmp_path / "gen", recipe, num_classes=2)
     for (k, a), (_, b) in zip(gen.model.state_dict().items(), loaded.model.state_dict().items()):
         assert torch.equal(a, b), k
@@ -134,20 +107,11 @@ def test_load_generator_requires_finished_training(tmp_path):
 
 def test_train_rejects_wrong_size(tmp_path):
     with pytest.raises(ValueError, match="image_size"):
-        train_generator(_toy_items(size=8), DiffusionRecipe(**{**TINY, "image_size": 16}), tmp_path)
-
-
-def test_time_budget_terminates():
-    from ignite.engine import Engine
-
-    engine = Engine(lambda e, b: None)
-    _TimeBudget(0.0).attach(engine)
-    engine.run(range(10), max_epochs=5)
-    assert engine.state.iteration == 1
+        train_generator(half_items(size=8), DiffusionRecipe(**{**TINY, "image_size": 16}), tmp_path)
 
 
 def test_fid_is_cached_per_image_sets(tmp_path, monkeypatch):
-    import monai_synth.pipeline as pl
+    import monai_synth.apps.augmentation.pipeline as pl
 
     calls = []
 
@@ -156,7 +120,7 @@ def test_fid_is_cached_per_image_sets(tmp_path, monkeypatch):
         return {"fid_synth_test": float(len(synthetic)), "n_per_set": n}
 
     monkeypatch.setattr(pl, "_fid_summary", fake)
-    items = _toy_items()
+    items = half_items()
     splits = {"train": items, "test": items[:4]}
     cache = tmp_path / "fid.json"
     first = pl._cached_fid(cache, splits, items[:6], 10, "cpu")
@@ -172,7 +136,7 @@ def test_fid_is_cached_per_image_sets(tmp_path, monkeypatch):
 def test_time_budgeted_training_is_loadable_as_trained(tmp_path):
     """A wall-clock budget stops inside an epoch; the checkpoint written at termination holds those final weights."""
     recipe = DiffusionRecipe(**{**TINY, "epochs": 3, "train_minutes": 1e-9})
-    gen = train_generator(_toy_items(), recipe, tmp_path / "gen")
+    gen = train_generator(half_items(), recipe, tmp_path / "gen")
     assert gen.iterations == 1  # stopped after the first of 2 iterations per epoch
     loaded = load_generator(tmp_path / "gen", recipe, num_classes=2)
     for (k, a), (_, b) in zip(gen.model.state_dict().items(), loaded.model.state_dict().items()):

@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from helpers import tiny_items
 
-from monai_synth import study as st
+from monai_synth.apps.augmentation import study as st
+from monai_synth.apps.augmentation.grids import (
+    GRID_PRESETS,
+    REDUCED_ROWS,
+    TABLE2_ARMS,
+    expand_grid,
+    get_grid,
+    increments_grid,
+    reduced_grid,
+    table2_grid,
+)
 from monai_synth.engines import classification as cls
 from monai_synth.engines.classification import ClassifierRunConfig
 from monai_synth.handlers.mlflow_extras import create_run, get_or_create_experiment, make_client
-
-
-def tiny_items(n: int, seed: int, size: int = 16) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        img = (rng.random((1, size, size)) * 0.3).astype(np.float32)
-        if i % 2:
-            img[:, 4:12, 4:12] += 0.6
-        out.append({"image": img, "label": i % 2})
-    return out
-
 
 BASE = ClassifierRunConfig(network="resnet10", epochs=1, batch_size=8, lr=0.01, epoch_length=1)
 DATA = st.StudyData(train=tiny_items(12, 1), val=tiny_items(8, 2), test=tiny_items(8, 3), synthetic=tiny_items(8, 4))
 
 
-def test_seed000_table2_preset():
-    grid = st.seed000_table2(BASE)
+def test_table2_preset():
+    grid = table2_grid(BASE)
     assert len(grid) == 18
     rows = {int(c.tags["table2_row"]): c for c in grid}
     assert sorted(rows) == list(range(1, 19))
@@ -40,18 +38,43 @@ def test_seed000_table2_preset():
         )
     assert len({c.config_hash() for c in grid}) == 18
     assert all(c.epochs == 1 and c.network == "resnet10" for c in grid)  # base kept
+    # TABLE2_ARMS is the one list the grids are built from
+    assert [(int(c.tags["table2_row"]), c.geometric_aug, c.synthetic_pretrain, round(c.real_fraction * 100),
+             c.weighted_loss) for c in grid] == [tuple(a) for a in TABLE2_ARMS]  # fmt: skip
 
 
 def test_other_presets_and_grid_errors():
-    inc = st.seed001_increments(BASE)
+    inc = increments_grid(BASE)
     assert [c.synthetic_added for c in inc] == [0, 2500, 5000, 7500, 10000]
-    g = st.expand_grid(BASE, geometric_aug=[False, True], seed=[0, 1, 2])
+    g = expand_grid(BASE, geometric_aug=[False, True], seed=[0, 1, 2])
     assert len(g) == 6 and [c.seed for c in g[:3]] == [0, 1, 2]
-    assert len(st.get_grid("seed000_table2", {"epochs": 3})) == 18
+    assert set(GRID_PRESETS) >= {"table2", "increments"}
+    assert len(get_grid("table2", {"epochs": 3})) == 18
+    assert [c.synthetic_added for c in get_grid("increments", BASE)] == [0, 2500, 5000, 7500, 10000]
+    explicit = [BASE.replace(name="a")]
+    assert get_grid(explicit) == explicit
     with pytest.raises(ValueError, match="must be one of"):
-        st.get_grid("table9")
+        get_grid("table9")
+    with pytest.raises(ValueError, match="non-empty list"):
+        get_grid([])
     with pytest.raises(ValueError, match="not a ClassifierRunConfig option"):
-        st.expand_grid(BASE, learning_rate=[0.1])
+        expand_grid(BASE, learning_rate=[0.1])
+
+
+@pytest.mark.parametrize("old, new", [("seed000_table2", "table2"), ("seed001_increments", "increments")])
+def test_old_preset_names_still_work_with_a_warning(old, new):
+    with pytest.warns(FutureWarning, match=new):
+        grid = get_grid(old, BASE)
+    assert [c.to_dict() for c in grid] == [c.to_dict() for c in get_grid(new, BASE)]
+
+
+def test_reduced_grid_rows_and_options():
+    grid = reduced_grid(epochs=2)
+    assert [c.tags["table2_row"] for c in grid] == [str(r) for r in REDUCED_ROWS]
+    assert [c.tags["table2_row"] for c in grid] == ["1", "5", "9", "13", "11", "15", "17", "18"]
+    row17 = [c for c in grid if c.tags["table2_row"] == "17"][0]
+    assert row17.synthetic_pretrain and row17.real_fraction == 0 and not row17.geometric_aug
+    assert [c.name for c in reduced_grid(rows=[9, 11])] == ["row9", "row11"]
 
 
 def test_run_key_depends_on_config_and_used_data():
@@ -136,21 +159,3 @@ def test_duplicate_runs_rejected(tmp_path):
     with pytest.raises(ValueError, match="duplicate"):
         st.run_study([BASE, BASE.replace(name="same")], DATA, tracking_uri=f"sqlite:///{tmp_path}/m.db",
                      output_dir=tmp_path, progress=False)  # fmt: skip
-
-
-def test_items_from_npz(tmp_path):
-    imgs = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
-    np.savez(tmp_path / "d.npz", train_images=imgs, train_labels=np.array([[0], [1], [1]], np.uint8))
-    items = st.items_from_npz(tmp_path / "d.npz", "train")
-    assert [it["label"] for it in items] == [0, 1, 1] and items[2]["image"].shape == (1, 4, 4)
-    np.testing.assert_array_equal(items[1]["image"][0], imgs[1])
-    with pytest.raises(ValueError, match="split"):
-        st.items_from_npz(tmp_path / "d.npz", "val")
-
-
-def test_items_from_npz_pneumoniamnist(shared_data):
-    path = shared_data / "pneumoniamnist" / "pneumoniamnist_reconstructed.npz"
-    train = st.items_from_npz(path, "train")
-    labels = np.array([it["label"] for it in train])
-    assert len(train) == 4708 and (labels == 0).sum() == 1214 and (labels == 1).sum() == 3494  # PROVENANCE.md
-    assert train[0]["image"].shape == (1, 28, 28) and train[0]["image"].dtype == np.uint8

@@ -1,11 +1,13 @@
-"""Clinical image I/O: DICOM and SimpleITK readers, datalist builders and built-in offline demo data.
+"""Clinical image I/O: readers, the one image loader and labelled-split loader, datalists, writers, demo data.
 
-Importing this package registers ``"SimpleITKReader"`` and ``"ClinicalDicomReader"`` as reader names for
-``monai.transforms.LoadImage`` / ``LoadImaged``. See docs/data.md.
+Importing this package (or ``monai_synth``) registers ``"SimpleITKReader"`` and ``"ClinicalDicomReader"`` as reader
+names for ``monai.transforms.LoadImage`` / ``LoadImaged``. See docs/data.md.
 """
 
 from __future__ import annotations
 
+from .readers import SITK_SUFFIXES, SimpleITKReader, register_readers  # isort: skip (registers before other imports)
+from .annotations import BoundingBox, VOCAnnotation, boxes_to_mask, load_voc_annotations, read_voc_xml
 from .datalists import (
     MEDMNIST_SPLITS,
     SPLIT_KEYS,
@@ -19,6 +21,7 @@ from .datalists import (
     split_datalist,
     write_datalist_json,
 )
+from .deid import PS315_BASIC_PROFILE, Violation, check_deidentified
 from .demo import (
     CLASS_NAMES,
     DEMO_KINDS,
@@ -29,60 +32,17 @@ from .demo import (
     write_demo_dicom,
 )
 from .dicom import DICOM_DECODER_PACKAGES, ClinicalDicomReader, DicomReadError, load_dicom
-from .readers import SITK_SUFFIXES, SimpleITKReader, register_readers
-
-register_readers()
-
-__all__ = [
-    "CLASS_NAMES",
-    "DEMO_KINDS",
-    "DICOM_DECODER_PACKAGES",
-    "MEDMNIST_SPLITS",
-    "SITK_SUFFIXES",
-    "SPLIT_KEYS",
-    "ClinicalDicomReader",
-    "DemoImages",
-    "DicomReadError",
-    "LabelledDatalist",
-    "SimpleITKReader",
-    "dicom_folder_datalist",
-    "download_medmnist",
-    "image_folder_datalist",
-    "load_datalist_json",
-    "load_dicom",
-    "load_medmnist_npz",
-    "make_demo_dataset",
-    "make_demo_images",
-    "make_demo_pair",
-    "medmnist_datalist",
-    "register_readers",
-    "split_datalist",
-    "write_datalist_json",
-    "write_demo_dicom",
-]
-
-from .writers import (  # noqa: E402  (synthetic image writers, issue 3)
+from .image_io import PIL_SUFFIXES, is_dicom_path, load_image_2d, min_max, resize_images
+from .ranges import from_unit_range, to_unit_range
+from .splits import SPLITS, grouped_split, items_from_arrays, load_labelled_splits, patient_of
+from .writers import (
     ImageFormat,
     to_uint8,
-    to_unit_range,
     write_image,
     write_nifti,
     write_png,
+    write_png_uint8,
     write_synthetic_dicom,
 )
 
-__all__ += [
-    "ImageFormat",
-    "to_uint8",
-    "to_unit_range",
-    "write_image",
-    "write_nifti",
-    "write_png",
-    "write_synthetic_dicom",
-]
-from .annotations import BoundingBox, VOCAnnotation, boxes_to_mask, load_voc_annotations, read_voc_xml  # noqa: E402
-
-__all__ += ["BoundingBox", "VOCAnnotation", "boxes_to_mask", "load_voc_annotations", "read_voc_xml"]
-from .deid import PS315_BASIC_PROFILE, Violation, check_deidentified  # noqa: E402
-
-__all__ += ["PS315_BASIC_PROFILE", "Violation", "check_deidentified"]
+register_readers()

@@ -389,22 +389,13 @@ def check_deidentified(ds, sources: Sequence, check_private: bool = True) -> lis
             continue
         same_tag = [v for v in values if tag in profile and v in per_tag.get(tag, ())]
         for v in same_tag:
-            add(
-                Violation(
-                    "source_value", kw, tag, v,
-                    f"{kw} {el.tag} (PS3.15 action {profile[tag].action}) holds the source value {v!r}.",
-                )
-            )  # fmt: skip
+            msg = f"{kw} {el.tag} (PS3.15 action {profile[tag].action}) holds the source value {v!r}."
+            add(Violation("source_value", kw, tag, v, msg))
         if el.VR in _TEXT_VRS and values and not same_tag:
             text = max(values, key=len)
-            for s in sorted(long_strings):
-                if s in text:
-                    add(
-                        Violation(
-                            "source_value_elsewhere", kw, tag, s,
-                            f"{kw} {el.tag} contains the identifying source value {s!r}.",
-                        )
-                    )  # fmt: skip
+            for s in (s for s in sorted(long_strings) if s in text):
+                msg = f"{kw} {el.tag} contains the identifying source value {s!r}."
+                add(Violation("source_value_elsewhere", kw, tag, s, msg))
     for kw in REQUIRED_NEW_UIDS:
         if not str(getattr(ds, kw, "") or "").strip():
             tag = int(pydicom.datadict.tag_for_keyword(kw))

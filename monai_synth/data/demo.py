@@ -22,14 +22,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pydicom
 from monai.config import PathLike
-from monai.utils import optional_import
 from scipy.ndimage import gaussian_filter
 
 from monai_synth.data.datalists import split_datalist, write_datalist_json
 from monai_synth.utils.io import atomic_path
-
-pydicom, _ = optional_import("pydicom")
 
 __all__ = [
     "DEMO_KINDS",
@@ -41,10 +39,10 @@ __all__ = [
     "write_demo_dicom",
 ]
 
-logger = logging.getLogger(__name__)
-
 DEMO_KINDS = ("cxr", "ct", "mg")
 CLASS_NAMES = {"cxr": ("normal", "opacity"), "ct": ("no_nodule", "nodule"), "mg": ("normal", "mass")}
+
+logger = logging.getLogger(__name__)
 _MODALITY = {"cxr": "CR", "ct": "CT", "mg": "MG"}
 _SOP_CLASS = {
     "cxr": "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image Storage

@@ -18,10 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import torch
-from monai.config import NdarrayOrTensor
 from monai.utils import StrEnum, optional_import
 
+from monai_synth.data.ranges import to_unit_range
 from monai_synth.utils.io import atomic_path
 
 pydicom, has_pydicom = optional_import("pydicom")
@@ -35,6 +34,7 @@ __all__ = [
     "to_unit_range",
     "to_uint8",
     "write_png",
+    "write_png_uint8",
     "write_nifti",
     "write_synthetic_dicom",
     "write_image",
@@ -64,13 +64,6 @@ def _check_format(fmt: str) -> ImageFormat:
     return ImageFormat(str(fmt).lower())
 
 
-def to_unit_range(x: NdarrayOrTensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
-    """Map ``value_range`` linearly to [0, 1] and clip (model outputs in [-1, 1] -> ``(x + 1) / 2``)."""
-    arr = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
-    lo, hi = value_range
-    return np.clip((arr - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-
-
 def to_uint8(image01: np.ndarray) -> np.ndarray:
     """[0, 1] -> uint8 with rounding (``round(255 x)``)."""
     return np.round(np.clip(image01, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -86,13 +79,24 @@ def _as_2d(image01: np.ndarray, writer: str) -> np.ndarray:
 
 
 def write_png(image01: np.ndarray, path: str | os.PathLike) -> Path:
-    """8-bit grayscale PNG, written atomically."""
+    """8-bit grayscale PNG of a [0, 1] image, written atomically."""
+    return write_png_uint8(to_uint8(_as_2d(image01, "write_png")), path)
+
+
+def write_png_uint8(array: np.ndarray, path: str | os.PathLike, optimize: bool = False) -> Path:
+    """PNG of a uint8 ``(H, W)`` (grayscale) or ``(H, W, 3)`` (RGB) array, written atomically.
+
+    Raises:
+        ValueError: another dtype or shape (names the shape).
+    """
     if not has_pil:
         raise ImportError("write_png needs Pillow: pip install pillow.")
-    arr = to_uint8(_as_2d(image01, "write_png"))
+    arr = np.asarray(array)
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3)):
+        raise ValueError(f"write_png_uint8 takes uint8 (H, W) or (H, W, 3), got {arr.dtype} {arr.shape}.")
     path = Path(path)
     with atomic_path(path) as tmp:
-        Image.fromarray(arr, mode="L").save(tmp, format="PNG")
+        Image.fromarray(arr, mode="L" if arr.ndim == 2 else "RGB").save(tmp, format="PNG", optimize=optimize)
     return path
 
 

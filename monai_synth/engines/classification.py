@@ -12,7 +12,6 @@ step 7 and gamma 0.1, batch 32.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -27,8 +26,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.utils import set_determinism
 
-from monai_synth.metrics.classification import classification_metrics, confusion_matrix
+from monai_synth.data.image_io import load_image_2d
+from monai_synth.handlers import mlflow_extras as mx
+from monai_synth.handlers.classification import EpochStatsHandler, HistoryRecorderHandler, KeepBestHandler
+from monai_synth.metrics.classification import METRIC_NAMES, classification_metrics, confusion_matrix
+from monai_synth.networks import build_classifier
+from monai_synth.utils.io import atomic_path, atomic_torch_save, ensure_writable_dir
 
 __all__ = [
     "SELECTION_METRICS",
@@ -326,7 +331,8 @@ def data_fingerprint(data: Sequence[Mapping[str, Any]] | None) -> str:
 def _load_image(img: Any) -> torch.Tensor:
     """Array / tensor / file path -> float32 tensor (C, *spatial); integer images are scaled by their dtype max.
 
-    PNG/JPEG/BMP are read row-major as (C, H, W) like numpy arrays; other files through MONAI ``LoadImage``.
+    Files other than ``.npy`` are read by :func:`monai_synth.data.load_image_2d` (2D, rows first, integer images
+    scaled by their stored type's maximum).
     """
     if isinstance(img, (str, os.PathLike)):
         path = str(img)
@@ -334,18 +340,8 @@ def _load_image(img: Any) -> torch.Tensor:
             raise FileNotFoundError(f"Image file {path!r} does not exist.")
         if path.endswith(".npy"):
             arr = np.load(path, allow_pickle=False)
-        elif path.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")):
-            from monai.transforms import LoadImage
-
-            # row-major (H, W) like numpy arrays; MONAI's PILReader default would transpose to (W, H)
-            loader = LoadImage(
-                reader="PILReader", image_only=True, ensure_channel_first=True, reverse_indexing=False, dtype=None
-            )
-            arr = np.asarray(loader(path))
         else:
-            from monai.transforms import LoadImage
-
-            arr = np.asarray(LoadImage(image_only=True, ensure_channel_first=True, dtype=None)(path))
+            arr = load_image_2d(path, rescale="dtype").numpy()
     else:
         arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
     if np.issubdtype(arr.dtype, np.integer):
@@ -481,53 +477,6 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], title: str = ""
     return fig
 
 
-# ----------------------------------------------------------------------------------------------- training
-class _EpochStats:
-    """Trainer handler: mean train loss and current lr into ``engine.state.metrics`` at EPOCH_COMPLETED
-    (attached before the LR scheduler and the MLflow handler so both see it)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
-        self.optimizer = optimizer
-        self.total, self.count = 0.0, 0
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._complete)
-
-    def _reset(self, engine) -> None:
-        self.total, self.count = 0.0, 0
-
-    def _update(self, engine) -> None:
-        out = engine.state.output
-        n = int(out["label"].shape[0])
-        self.total += float(out["loss"].item()) * n
-        self.count += n
-
-    def _complete(self, engine) -> None:
-        engine.state.metrics["train_loss"] = self.total / max(self.count, 1)
-        engine.state.metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
-
-
-class _KeepBest:
-    """Evaluator handler: copy the network weights whenever the key metric improved this epoch."""
-
-    def __init__(self, network: torch.nn.Module) -> None:
-        self.network = network
-        self.state: dict[str, torch.Tensor] | None = None
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def __call__(self, engine) -> None:
-        if engine.state.best_metric_epoch == engine.state.epoch or self.state is None:
-            self.state = copy.deepcopy(self.network.state_dict())
-
-
 def _metric_fn(key: str):
     def fn(y_pred: torch.Tensor, y: torch.Tensor) -> float:
         return classification_metrics(y.reshape(-1).cpu().numpy(), y_pred.cpu().numpy())[key]
@@ -567,25 +516,16 @@ def _train_stage(
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
 
-    metric_keys = [
-        "accuracy",
-        "accuracy_class_0",
-        "accuracy_class_1",
-        "precision_macro",
-        "recall_macro",
-        "f1_macro",
-        "f1_pos",
-        "auc",
-    ]
+    metric_keys = [k for k in METRIC_NAMES if k not in ("precision_pos", "recall_pos")]  # logged every epoch
     sel = config.selection_metric
     others = [k for k in metric_keys if k != sel]
 
     def em(key: str):
         return EpochMetric(_metric_fn(key), output_transform=_softmax_output, check_compute_fn=False)
 
-    keep_best = _KeepBest(network)
+    keep_best = KeepBestHandler(network)
     val_handlers: list = [keep_best]
-    val_log = _HistoryRecorder(history, prefix="", stage=stage)
+    val_log = HistoryRecorderHandler(history, prefix="", stage=stage)
     val_handlers.append(val_log)
     evaluator = SupervisedEvaluator(
         device=device,
@@ -596,8 +536,8 @@ def _train_stage(
         val_handlers=val_handlers + (mlflow_handlers[1:] if mlflow_handlers else []),
         decollate=False,
     )
-    stats = _EpochStats(optimizer)
-    train_log = _HistoryRecorder(history, prefix="", stage=None)
+    stats = EpochStatsHandler(optimizer)
+    train_log = HistoryRecorderHandler(history, prefix="", stage=None)
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=epochs,
@@ -621,22 +561,149 @@ def _train_stage(
     return float(evaluator.state.best_metric), int(evaluator.state.best_metric_epoch)
 
 
-class _HistoryRecorder:
-    """Append every ``engine.state.metrics`` entry to ``history`` lists at EPOCH_COMPLETED."""
+def _plan_stages(
+    config: ClassifierRunConfig,
+    train_data: Sequence[Mapping[str, Any]] | None,
+    val_data: Sequence[Mapping[str, Any]],
+    test_data: Sequence[Mapping[str, Any]],
+    synthetic_data: Sequence[Mapping[str, Any]] | None,
+) -> tuple[list[tuple[str, list[dict], int]], list[dict], list[dict], dict[str, int]]:
+    """Validate the data of a run and plan its stages ``(name, items, epochs)``; returns stages, val, test, sizes."""
+    k = config.num_classes
+    real = _check_items(train_data, "train_data", k) if config.real_fraction > 0 else list(train_data or [])
+    val_items = _check_items(val_data, "val_data", k)
+    test_items = _check_items(test_data, "test_data", k)
+    synth: list[dict] = []
+    if config.uses_synthetic:
+        synth = _check_items(synthetic_data, "synthetic_data", k)
+        if config.synthetic_added > len(synth):
+            raise ValueError(
+                f"ClassifierRunConfig.synthetic_added={config.synthetic_added} exceeds the {len(synth)} "
+                "synthetic items."
+            )
+    real_idx = stratified_fraction(_labels_of(real), config.real_fraction, config.seed) if real else np.zeros(0, int)
+    ft_items = [real[i] for i in real_idx]
+    added_idx = (
+        stratified_sample(_labels_of(synth), config.synthetic_added, config.seed + 1) if config.synthetic_added else []
+    )
+    ft_items += [synth[i] for i in added_idx]
+    stages: list[tuple[str, list[dict], int]] = []
+    if config.synthetic_pretrain:
+        stages.append(("pretrain", synth, config.pretrain_epochs or config.epochs))
+    if ft_items:
+        stages.append(("finetune" if config.synthetic_pretrain else "train", ft_items, config.epochs))
+    sizes = {
+        "n_train_real": len(real_idx),
+        "n_train_real_available": len(real),
+        "n_synthetic_pretrain": len(synth) if config.synthetic_pretrain else 0,
+        "n_synthetic_added": len(added_idx),
+        "n_val": len(val_items),
+        "n_test": len(test_items),
+    }
+    return stages, val_items, test_items, sizes
 
-    def __init__(self, history: dict[str, list], prefix: str = "", stage: str | None = None) -> None:
-        self.history, self.prefix, self.stage = history, prefix, stage
 
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
+def _open_run(
+    tracking_uri: str | None,
+    output_dir: str | os.PathLike,
+    experiment_name: str,
+    on_unreachable: str,
+    config: ClassifierRunConfig,
+    chash: str,
+    run_tags: Mapping[str, str] | None,
+    parent_run_id: str | None,
+) -> tuple[Any, str | None]:
+    """Check the tracking URI and create the run; ``(None, None)`` when tracking is unavailable and allowed."""
+    client = run_id = None
+    uri = mx.resolve_tracking_uri(tracking_uri, output_dir)
+    try:
+        mx.check_tracking_uri(uri)
+        client = mx.make_client(uri)
+        exp_id = mx.get_or_create_experiment(client, experiment_name)
+    except Exception as e:
+        if on_unreachable == "raise":
+            if isinstance(e, mx.TrackingUnavailableError):
+                raise
+            raise mx.TrackingUnavailableError(
+                f"MLflow tracking URI {uri!r} failed ({type(e).__name__}: {e}). Pass on_unreachable='warn' to "
+                "train without tracking."
+            ) from e
+        logger.warning("MLflow tracking at %r unavailable (%s); training WITHOUT tracking.", uri, e)
+        client = None
+    if client is not None:
+        tags = {"monai_synth.config_hash": chash, **config.tags, **(run_tags or {})}
+        run_id = mx.create_run(
+            client, exp_id, run_name=config.name or chash, tags=tags, parent_run_id=parent_run_id
+        )
+    return client, run_id
 
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
-    def __call__(self, engine) -> None:
-        for k, v in engine.state.metrics.items():
-            self.history.setdefault(self.prefix + k, []).append(float(v))
-        if self.stage is not None:
-            self.history.setdefault("stage", []).append(self.stage)
+def _log_test_results(
+    client: Any, run_id: str, metrics: Mapping[str, float], cm: np.ndarray, figures: Mapping[str, Any],
+    results: Mapping[str, Any], model_path: str | os.PathLike,
+) -> None:
+    """Test metrics (and the confusion-matrix cells), figures, ``results.json`` and the weights into the run."""
+    mlflow_entities = __import__("mlflow.entities", fromlist=["Metric"])
+    k = cm.shape[0]
+    ts = int(time.time() * 1000)
+    test_metrics = [mlflow_entities.Metric(f"test_{m}", float(v), ts, 0) for m, v in metrics.items()]
+    test_metrics += [mlflow_entities.Metric(f"test_cm_{i}{j}", float(cm[i, j]), ts, 0) for i in range(k)
+                     for j in range(k)]  # fmt: skip
+    client.log_batch(run_id, metrics=test_metrics)
+    for name, fig in figures.items():
+        mx.log_figure(client, run_id, fig, f"figures/{name}.png")
+    mx.log_dict(client, run_id, results, "results.json")
+    client.log_artifact(run_id, str(model_path), "model")
+
+
+def _run_stages(
+    network: torch.nn.Module,
+    stages: Sequence[tuple[str, list[dict], int]],
+    val_items: list[dict],
+    config: ClassifierRunConfig,
+    spatial_size: tuple[int, ...],
+    device: torch.device,
+    client: Any,
+    run_id: str | None,
+    experiment_name: str,
+    chash: str,
+) -> tuple[dict[str, list], float, int]:
+    """Train the stages in order on one network; returns the history and the last stage's best value and epoch."""
+    history: dict[str, list] = {}
+    best_val, best_epoch, offset = float("nan"), -1, 0
+    for stage, items, epochs in stages:
+        handlers = _mlflow_handlers(client, run_id, experiment_name, offset) if client is not None else None
+        logger.info("[%s] %s: %d items, %d epochs", chash, stage, len(items), epochs)
+        best_val, best_epoch = _train_stage(
+            network, items, val_items, config, epochs, spatial_size, device, stage, offset, history, handlers
+        )
+        if client is not None:
+            client.log_metric(run_id, f"{stage}_best_val_{config.selection_metric}", best_val)
+            client.log_metric(run_id, f"{stage}_best_epoch", best_epoch)
+        offset += epochs
+    return history, best_val, best_epoch
+
+
+def _test(
+    network: torch.nn.Module,
+    test_items: list[dict],
+    config: ClassifierRunConfig,
+    device: torch.device,
+    history: Mapping[str, Sequence[float]],
+    title: str,
+    out_dir: Path,
+) -> tuple[dict[str, float], np.ndarray, dict[str, Any]]:
+    """Test metrics, confusion matrix and the two figures (also saved as PNG in ``out_dir``)."""
+    probs, labels = predict_probabilities(network, test_items, config, device)
+    metrics = classification_metrics(labels, probs, num_classes=config.num_classes)
+    cm = confusion_matrix(labels, probs.argmax(1), config.num_classes)
+    figures = {
+        "confusion_matrix": plot_confusion_matrix(cm, title=title),
+        "training_curves": plot_training_curves(history, title),
+    }
+    for name, fig in figures.items():
+        fig.savefig(out_dir / f"{name}.png", dpi=100)
+    return metrics, cm, figures
 
 
 def train_classifier(
@@ -663,12 +730,9 @@ def train_classifier(
     every epoch on the real ``val_data`` and keeps the weights of its best ``selection_metric`` epoch; the final
     weights are tested on the real ``test_data``.
 
-    MLflow (when ``track``): one run with all options and data sizes as params, per-epoch ``train_loss``, ``lr``
-    and ``val_*`` (via :class:`monai.handlers.MLFlowHandler`; epochs continue across stages), final ``test_*``
-    metrics, ``figures/confusion_matrix.png``, ``figures/training_curves.png``, ``results.json`` and the best
-    weights ``model/best_state_dict.pt`` (a ``torch.save`` of the state dict; load it with
-    :func:`monai_synth.networks.build_classifier` + ``pretrained_path``). On an exception the run is marked
-    FAILED (KILLED for KeyboardInterrupt), never FINISHED, and the exception is re-raised.
+    MLflow (when ``track``): options and data sizes as params, per-epoch ``train_loss``, ``lr``, ``val_*``, final
+    ``test_*``, the figures, ``results.json`` and ``model/best_state_dict.pt`` (docs/classification.md). On an
+    exception the run is marked FAILED (KILLED for KeyboardInterrupt) and the exception is re-raised.
 
     Args:
         config: run options.
@@ -691,74 +755,15 @@ def train_classifier(
     Returns:
         :class:`RunResult`.
     """
-    from monai.utils import set_determinism
-
-    from monai_synth.handlers import mlflow_extras as mx
-    from monai_synth.networks import build_classifier
-    from monai_synth.utils.io import atomic_torch_save, ensure_writable_dir
-
     if on_unreachable not in ("raise", "warn"):
         raise ValueError(f"`on_unreachable` must be one of ['raise', 'warn'], got {on_unreachable!r}.")
     t0 = time.time()
-    k = config.num_classes
-    # ---- data (validated before anything is tracked)
-    real = _check_items(train_data, "train_data", k) if config.real_fraction > 0 else list(train_data or [])
-    val_items = _check_items(val_data, "val_data", k)
-    test_items = _check_items(test_data, "test_data", k)
-    synth: list[dict] = []
-    if config.uses_synthetic:
-        synth = _check_items(synthetic_data, "synthetic_data", k)
-        if config.synthetic_added > len(synth):
-            raise ValueError(
-                f"ClassifierRunConfig.synthetic_added={config.synthetic_added} exceeds the {len(synth)} "
-                "synthetic items."
-            )
-    real_idx = stratified_fraction(_labels_of(real), config.real_fraction, config.seed) if real else np.zeros(0, int)
-    ft_items = [real[i] for i in real_idx]
-    added_idx = (
-        stratified_sample(_labels_of(synth), config.synthetic_added, config.seed + 1) if config.synthetic_added else []
-    )
-    ft_items += [synth[i] for i in added_idx]
+    stages, val_items, test_items, sizes = _plan_stages(config, train_data, val_data, test_data, synthetic_data)
     spatial_size = _spatial_size(val_items)
-    stages: list[tuple[str, list[dict], int]] = []
-    if config.synthetic_pretrain:
-        stages.append(("pretrain", synth, config.pretrain_epochs or config.epochs))
-    if ft_items:
-        stages.append(("finetune" if config.synthetic_pretrain else "train", ft_items, config.epochs))
-    sizes = {
-        "n_train_real": len(real_idx),
-        "n_train_real_available": len(real),
-        "n_synthetic_pretrain": len(synth) if config.synthetic_pretrain else 0,
-        "n_synthetic_added": len(added_idx),
-        "n_val": len(val_items),
-        "n_test": len(test_items),
-    }
     chash = config.config_hash()
     out_dir = ensure_writable_dir(Path(output_dir) / "runs" / f"{config.name or 'run'}_{chash}")
-
-    # ---- tracking (checked before training)
-    client = run_id = None
-    if track:
-        uri = mx.resolve_tracking_uri(tracking_uri, output_dir)
-        try:
-            mx.check_tracking_uri(uri)
-            client = mx.make_client(uri)
-            exp_id = mx.get_or_create_experiment(client, experiment_name)
-        except Exception as e:
-            if on_unreachable == "raise":
-                if isinstance(e, mx.TrackingUnavailableError):
-                    raise
-                raise mx.TrackingUnavailableError(
-                    f"MLflow tracking URI {uri!r} failed ({type(e).__name__}: {e}). Pass on_unreachable='warn' to "
-                    "train without tracking."
-                ) from e
-            logger.warning("MLflow tracking at %r unavailable (%s); training WITHOUT tracking.", uri, e)
-            client = None
-        if client is not None:
-            tags = {"monai_synth.config_hash": chash, **config.tags, **(run_tags or {})}
-            run_id = mx.create_run(
-                client, exp_id, run_name=config.name or chash, tags=tags, parent_run_id=parent_run_id
-            )
+    client, run_id = _open_run(tracking_uri, output_dir, experiment_name, on_unreachable, config, chash,
+                               run_tags, parent_run_id) if track else (None, None)  # fmt: skip
     status = "FAILED"
     try:
         if client is not None:
@@ -766,73 +771,26 @@ def train_classifier(
             params.pop("tags")
             mx.log_params(client, run_id, params)
         set_determinism(seed=config.seed)
-        dev = (
-            torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        network = build_classifier(config.network, spatial_dims=len(spatial_size), in_channels=config.in_channels,
+                                   num_classes=config.num_classes, pretrained_path=config.pretrained_path)  # fmt: skip
+        network = network.to(dev)
+        history, best_val, best_epoch = _run_stages(
+            network, stages, val_items, config, spatial_size, dev, client, run_id, experiment_name, chash
         )
-        network = build_classifier(
-            config.network,
-            spatial_dims=len(spatial_size),
-            in_channels=config.in_channels,
-            num_classes=k,
-            pretrained_path=config.pretrained_path,
-        ).to(dev)
-        history: dict[str, list] = {}
-        best_val, best_epoch, offset = float("nan"), -1, 0
-        for stage, items, epochs in stages:
-            handlers = _mlflow_handlers(client, run_id, experiment_name, offset) if client is not None else None
-            logger.info("[%s] %s: %d items, %d epochs", chash, stage, len(items), epochs)
-            best_val, best_epoch = _train_stage(
-                network, items, val_items, config, epochs, spatial_size, dev, stage, offset, history, handlers
-            )
-            if client is not None:
-                client.log_metric(run_id, f"{stage}_best_val_{config.selection_metric}", best_val)
-                client.log_metric(run_id, f"{stage}_best_epoch", best_epoch)
-            offset += epochs
         set_determinism(seed=None)
-        probs, labels = predict_probabilities(network, test_items, config, dev)
-        metrics = classification_metrics(labels, probs, num_classes=k)
-        cm = confusion_matrix(labels, probs.argmax(1), k)
+        metrics, cm, figures = _test(network, test_items, config, dev, history, config.name or chash, out_dir)
         model_path = atomic_torch_save(network.state_dict(), out_dir / "best_state_dict.pt")
-        title = config.name or chash
-        curves, cm_fig = plot_training_curves(history, title), plot_confusion_matrix(cm, title=title)
-        curves.savefig(out_dir / "training_curves.png", dpi=100)
-        cm_fig.savefig(out_dir / "confusion_matrix.png", dpi=100)
-        results = {
-            "config_hash": chash,
-            "test": metrics,
-            "confusion_matrix": cm.tolist(),
-            "best_val": best_val,
-            "best_epoch": best_epoch,
-            "history": history,
-            "data_sizes": sizes,
-        }
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        results = {"config_hash": chash, "test": metrics, "confusion_matrix": cm.tolist(), "best_val": best_val,
+                   "best_epoch": best_epoch, "history": history, "data_sizes": sizes}  # fmt: skip
+        with atomic_path(out_dir / "results.json") as tmp:
+            tmp.write_text(json.dumps(results, indent=2, default=str))
         if client is not None:
-            mlflow_entities = __import__("mlflow.entities", fromlist=["Metric"])
-            ts = int(time.time() * 1000)
-            test_metrics = [mlflow_entities.Metric(f"test_{m}", float(v), ts, 0) for m, v in metrics.items()]
-            test_metrics += [
-                mlflow_entities.Metric(f"test_cm_{i}{j}", float(cm[i, j]), ts, 0) for i in range(k) for j in range(k)
-            ]
-            client.log_batch(run_id, metrics=test_metrics)
-            mx.log_figure(client, run_id, cm_fig, "figures/confusion_matrix.png")
-            mx.log_figure(client, run_id, curves, "figures/training_curves.png")
-            mx.log_dict(client, run_id, results, "results.json")
-            client.log_artifact(run_id, str(model_path), "model")
+            _log_test_results(client, run_id, metrics, cm, figures, results, model_path)
         status = "FINISHED"
-        result = RunResult(
-            config=config,
-            config_hash=chash,
-            test_metrics=metrics,
-            best_val_metric=best_val,
-            best_epoch=best_epoch,
-            history=history,
-            confusion_matrix=cm,
-            data_sizes=sizes,
-            run_id=run_id,
-            model_path=str(model_path),
-            wall_time_s=time.time() - t0,
-        )
+        result = RunResult(config, chash, metrics, best_val_metric=best_val, best_epoch=best_epoch, history=history,
+                           confusion_matrix=cm, data_sizes=sizes, run_id=run_id, model_path=str(model_path),
+                           wall_time_s=time.time() - t0)  # fmt: skip
         logger.info("[%s] test: %s", chash, {m: round(v, 4) for m, v in metrics.items()})
         return result
     except KeyboardInterrupt:

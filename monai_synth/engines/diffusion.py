@@ -18,15 +18,17 @@ from typing import Any
 import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import DiffusionPrepareBatch
-from monai.networks.nets import DiffusionModelUNet
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, Scheduler
+from monai.networks.schedulers import Scheduler
 from monai.utils import StrEnum
 
-from monai_synth.handlers.checkpoint import CheckpointResumer, CheckpointSaver
+from monai_synth.engines.recipe import DiffusionRecipe
+from monai_synth.handlers.checkpoint import AtomicCheckpointSaver, CheckpointResumer
 from monai_synth.handlers.ema import EMAHandler, create_ema_model
 from monai_synth.handlers.sample_grid import SampleGridHandler
-from monai_synth.handlers.training import GradientClipHandler, ThroughputHandler
+from monai_synth.handlers.training import GradientClipHandler, ProgressBarHandler, ThroughputHandler
 from monai_synth.inferers.class_conditioned import ClassConditionedDiffusionInferer
+from monai_synth.networks.diffusion_unet import build_diffusion_unet
+from monai_synth.networks.schedulers import SchedulerKind, build_scheduler, ddim_from
 
 __all__ = [
     "DiffusionLoss",
@@ -36,6 +38,7 @@ __all__ = [
     "ClassConditionedPrepareBatch",
     "build_diffusion_unet",
     "build_scheduler",
+    "ddim_from",
     "build_diffusion_trainer",
     "is_rank0",
 ]
@@ -49,13 +52,6 @@ class DiffusionLoss(StrEnum):
     L1 = "l1"
     L2 = "l2"
     HUBER = "huber"
-
-
-class SchedulerKind(StrEnum):
-    """Noise schedulers from MONAI."""
-
-    DDPM = "ddpm"
-    DDIM = "ddim"
 
 
 def get_loss_function(name: str | DiffusionLoss, huber_delta: float = 1.0) -> torch.nn.Module:
@@ -165,88 +161,6 @@ class ClassConditionedPrepareBatch(DiffusionPrepareBatch):
         return images, target, (), infer_kwargs
 
 
-def build_diffusion_unet(
-    num_classes: int | None = 2,
-    in_channels: int = 1,
-    spatial_dims: int = 2,
-    channels: Sequence[int] = (32, 64, 64),
-    attention_levels: Sequence[bool] = (False, False, True),
-    num_res_blocks: int = 1,
-    num_head_channels: int = 32,
-    norm_num_groups: int = 32,
-    use_flash_attention: bool = True,
-) -> DiffusionModelUNet:
-    """The default ``DiffusionModelUNet`` for small (28x28) images, with ``num_class_embeds = num_classes + 1``.
-
-    3 levels (28 -> 14 -> 7; works without padding), attention only at the 7x7 level, 1 residual block per level,
-    ~1.1 M parameters. ``num_classes=None`` builds an unconditional model.
-
-    ``use_flash_attention`` (default True) routes MONAI's attention blocks to PyTorch's fused
-    ``scaled_dot_product_attention`` (flash / memory-efficient kernels on CUDA, a fused kernel on CPU). It changes no
-    parameter, so checkpoints load either way, and outputs agree within float rounding. Timed interleaved on the
-    2-core CPU, a training step was 4 % faster at 28 px and 8 % faster at 64 px (docs/performance.md).
-    """
-    for c in channels:
-        if c % norm_num_groups:
-            raise ValueError(f"every entry of `channels` {tuple(channels)} must be divisible by norm_num_groups.")
-    attn = [c for c, a in zip(channels, attention_levels) if a] + [channels[-1]]  # the middle block always attends
-    if any(c % num_head_channels for c in attn):
-        raise ValueError(
-            f"`num_head_channels`={num_head_channels} must divide the channels of every attention level and of the "
-            f"last level {attn}; choose e.g. num_head_channels={channels[-1]}."
-        )
-    return DiffusionModelUNet(
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        out_channels=in_channels,
-        channels=tuple(channels),
-        attention_levels=tuple(attention_levels),
-        num_res_blocks=num_res_blocks,
-        num_head_channels=num_head_channels,
-        norm_num_groups=norm_num_groups,
-        num_class_embeds=None if num_classes is None else int(num_classes) + 1,
-        use_flash_attention=use_flash_attention,
-    )
-
-
-def build_scheduler(
-    kind: str | SchedulerKind = "ddpm",
-    num_train_timesteps: int = 1000,
-    schedule: str = "cosine",
-    prediction_type: str = "epsilon",
-    clip_sample: bool = True,
-    num_inference_steps: int | None = None,
-    **schedule_args: Any,
-) -> Scheduler:
-    """A MONAI ``DDPMScheduler`` or ``DDIMScheduler``.
-
-    Args:
-        kind: ``"ddpm"`` or ``"ddim"``.
-        num_train_timesteps: T.
-        schedule: ``"linear_beta"``, ``"scaled_linear_beta"``, ``"sigmoid_beta"`` or ``"cosine"`` (Nichol & Dhariwal
-            2021, Eq. 17).
-        prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``.
-        clip_sample: clip the predicted ``x_0`` to [-1, 1] in each step.
-        num_inference_steps: when given, ``set_timesteps`` is called.
-        schedule_args: e.g. ``beta_start``, ``beta_end``.
-    """
-    key = str(kind).lower()
-    options = {m.value for m in SchedulerKind}
-    if key not in options:
-        raise ValueError(f"`scheduler` kind must be one of {sorted(options)}, got {kind!r}.")
-    cls = DDPMScheduler if key == SchedulerKind.DDPM else DDIMScheduler
-    sched = cls(
-        num_train_timesteps=num_train_timesteps,
-        schedule=schedule,
-        prediction_type=prediction_type,
-        clip_sample=clip_sample,
-        **schedule_args,
-    )
-    if num_inference_steps is not None:
-        sched.set_timesteps(int(num_inference_steps))
-    return sched
-
-
 def is_rank0() -> bool:
     """True unless running under an initialised ``torch.distributed`` group with rank > 0."""
     dist = torch.distributed
@@ -260,18 +174,18 @@ def build_diffusion_trainer(
     max_epochs: int,
     device: str | torch.device = "cpu",
     num_classes: int | None = None,
-    cond_drop_prob: float = 0.1,
-    loss: str | DiffusionLoss = "l2",
+    cond_drop_prob: float = DiffusionRecipe.cond_drop_prob,
+    loss: str | DiffusionLoss = DiffusionRecipe.loss,
     huber_delta: float = 1.0,
     optimizer: torch.optim.Optimizer | None = None,
-    lr: float = 1e-4,
+    lr: float = DiffusionRecipe.lr,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     ema_model: torch.nn.Module | None = None,
-    ema_decay: float | None = 0.9999,
+    ema_decay: float | None = DiffusionRecipe.ema_decay,
     ema_warmup: bool = True,
-    grad_clip_norm: float | None = None,
+    grad_clip_norm: float | None = DiffusionRecipe.grad_clip_norm,
     amp: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 1,
@@ -282,8 +196,8 @@ def build_diffusion_trainer(
     sample_scheduler: Scheduler | None = None,
     sample_shape: tuple[int, ...] | None = None,
     sample_n_per_class: int = 8,
-    guidance_scale: float = 3.0,
-    sample_steps: int = 50,
+    guidance_scale: float = DiffusionRecipe.guidance_scale,
+    sample_steps: int = DiffusionRecipe.sample_steps,
     image_key: str = "image",
     label_key: str | None = "label",
     progress: bool = False,
@@ -293,11 +207,10 @@ def build_diffusion_trainer(
 ) -> SupervisedTrainer:
     """Wire a class-conditional (or unconditional) diffusion ``SupervisedTrainer``.
 
-    Handlers, in order: resume from the latest checkpoint in ``checkpoint_dir`` (``resume``), gradient clipping,
-    EMA update, throughput/loss statistics, checkpoint saving every ``checkpoint_every`` epochs and at the end, a sample
-    grid every ``sample_every`` epochs, an Ignite progress bar, then ``train_handlers``. Checkpoint and grid handlers
-    run on rank 0 only. The EMA model is ``trainer.ema_model`` (``None`` when ``ema_decay`` is ``None``); the loss is
-    computed against the scheduler's target (:func:`diffusion_target`). Adam defaults follow seed 000.
+    Handlers, in order: resume (``resume``), gradient clipping, EMA, throughput, checkpoints every
+    ``checkpoint_every`` epochs and at the end, a sample grid every ``sample_every`` epochs, a progress bar, then
+    ``train_handlers``; checkpoints and grids on rank 0 only. The EMA model is ``trainer.ema_model`` (``None``
+    without EMA); the loss is against the scheduler's target (:func:`diffusion_target`); defaults: the recipe's.
 
     Args:
         network: the denoiser (``num_class_embeds = num_classes + 1`` when conditional), already on ``device``.
@@ -312,7 +225,7 @@ def build_diffusion_trainer(
         optimizer: custom optimizer; otherwise Adam(lr, betas, eps, weight_decay).
         lr, betas, eps, weight_decay: Adam settings.
         ema_model: custom EMA model; otherwise created from ``ema_decay``/``ema_warmup``.
-        ema_decay, ema_warmup: EMA settings (see :mod:`monai_synth.handlers.ema`); ``ema_decay=None`` disables EMA.
+        ema_decay, ema_warmup: EMA settings (:mod:`monai_synth.handlers.ema`); ``ema_decay=None`` disables EMA.
         grad_clip_norm: clip the gradient norm (``None``: no clipping).
         amp: mixed precision (CUDA only).
         checkpoint_dir, checkpoint_every, keep_last, resume: checkpointing.
@@ -322,22 +235,60 @@ def build_diffusion_trainer(
         progress: attach an Ignite ``ProgressBar``.
         train_handlers: more handlers (e.g. MONAI's ``MLFlowHandler``).
         generator: optional generator for noise/timesteps/label dropout.
-        decollate: decollate ``engine.state.output`` into per-sample dicts (MONAI's default; needed by the MLflow
-            handler that ``--tracking mlflow`` adds, whose ``from_engine(["loss"], first=True)`` expects a list).
+        decollate: decollate ``engine.state.output`` (MONAI's default; the MLflow handler expects a list).
 
     Returns:
         the trainer; call ``trainer.run()``.
     """
     device = torch.device(device)
-    use_amp = bool(amp) and device.type == "cuda"
-    if num_classes is None:
-        label_key = None
+    label_key = None if num_classes is None else label_key
     if optimizer is None:
-        optimizer = torch.optim.Adam(
-            network.parameters(), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay
-        )
+        optimizer = torch.optim.Adam(network.parameters(), lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
     if ema_model is None and ema_decay is not None:
         ema_model = create_ema_model(network, decay=ema_decay, warmup=ema_warmup).to(device)
+    handlers = _trainer_handlers(
+        network, scheduler, ema_model, grad_clip_norm, checkpoint_dir, checkpoint_every, keep_last, resume,
+        sample_dir, sample_every, sample_scheduler, sample_shape, sample_n_per_class, guidance_scale, sample_steps,
+        num_classes, progress,
+    )  # fmt: skip
+    handlers.extend(train_handlers or [])
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=int(max_epochs),
+        train_data_loader=train_data_loader,
+        network=network,
+        optimizer=optimizer,
+        loss_function=get_loss_function(loss, huber_delta),
+        prepare_batch=ClassConditionedPrepareBatch(scheduler, image_key, label_key, generator=generator),
+        inferer=ClassConditionedDiffusionInferer(scheduler, num_classes, cond_drop_prob, generator=generator),
+        train_handlers=handlers,
+        amp=bool(amp) and device.type == "cuda",
+        decollate=decollate,
+    )
+    trainer.ema_model = ema_model
+    return trainer
+
+
+def _trainer_handlers(
+    network: torch.nn.Module,
+    scheduler: Scheduler,
+    ema_model: torch.nn.Module | None,
+    grad_clip_norm: float | None,
+    checkpoint_dir: str | os.PathLike | None,
+    checkpoint_every: int,
+    keep_last: int | None,
+    resume: bool,
+    sample_dir: str | os.PathLike | None,
+    sample_every: int,
+    sample_scheduler: Scheduler | None,
+    sample_shape: tuple[int, ...] | None,
+    sample_n_per_class: int,
+    guidance_scale: float,
+    sample_steps: int,
+    num_classes: int | None,
+    progress: bool,
+) -> list:
+    """The handlers of :func:`build_diffusion_trainer`, in order (see its docstring)."""
     rank0 = is_rank0()
     handlers: list = []
     if checkpoint_dir is not None and resume:
@@ -349,19 +300,13 @@ def build_diffusion_trainer(
     handlers.append(ThroughputHandler())
     if checkpoint_dir is not None and rank0:
         handlers.append(
-            CheckpointSaver(checkpoint_dir, ema_model=ema_model, save_every=checkpoint_every, keep_last=keep_last)
+            AtomicCheckpointSaver(checkpoint_dir, ema_model=ema_model, save_every=checkpoint_every, keep_last=keep_last)
         )
     if sample_dir is not None and rank0:
         if sample_shape is None:
             raise ValueError("`sample_shape` (C, *spatial) is required when `sample_dir` is set.")
         if sample_scheduler is None:
-            sample_scheduler = DDIMScheduler(
-                num_train_timesteps=scheduler.num_train_timesteps,
-                prediction_type=scheduler.prediction_type,
-                clip_sample=getattr(scheduler, "clip_sample", True),
-            )
-            sample_scheduler.betas, sample_scheduler.alphas = scheduler.betas, scheduler.alphas
-            sample_scheduler.alphas_cumprod = scheduler.alphas_cumprod.cpu()
+            sample_scheduler = ddim_from(scheduler)
         handlers.append(
             SampleGridHandler(
                 ema_model if ema_model is not None else network,
@@ -378,41 +323,5 @@ def build_diffusion_trainer(
     if progress and rank0:
         from ignite.handlers import ProgressBar
 
-        handlers.append(_ProgressBarAttacher(ProgressBar(persist=False)))
-    handlers.extend(train_handlers or [])
-    trainer = SupervisedTrainer(
-        device=device,
-        max_epochs=int(max_epochs),
-        train_data_loader=train_data_loader,
-        network=network,
-        optimizer=optimizer,
-        loss_function=get_loss_function(loss, huber_delta),
-        prepare_batch=ClassConditionedPrepareBatch(
-            scheduler, image_key=image_key, label_key=label_key, generator=generator
-        ),
-        inferer=ClassConditionedDiffusionInferer(
-            scheduler, num_classes=num_classes, cond_drop_prob=cond_drop_prob, generator=generator
-        ),
-        train_handlers=handlers,
-        amp=use_amp,
-        decollate=decollate,
-    )
-    trainer.ema_model = ema_model
-    return trainer
-
-
-class _ProgressBarAttacher:
-    """Adapter so an Ignite ``ProgressBar`` can sit in MONAI's ``train_handlers`` list (which calls ``attach``)."""
-
-    def __init__(self, bar: Any) -> None:
-        self.bar = bar
-
-    def attach(self, engine) -> None:
-        self.bar.attach(engine, output_transform=_loss_of)
-
-
-def _loss_of(output: Any) -> dict:
-    """``{"loss": float}`` from a collated (dict) or decollated (list of dicts) trainer output."""
-    item = output[0] if isinstance(output, list) else output
-    loss = item["loss"]
-    return {"loss": float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)}
+        handlers.append(ProgressBarHandler(ProgressBar(persist=False)))
+    return handlers

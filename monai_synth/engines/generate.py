@@ -25,17 +25,21 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from monai.networks.schedulers import Scheduler
 from monai.utils import optional_import
 
-from monai_synth.data.writers import FORMAT_SUFFIX, _check_format, to_unit_range, write_image
-from monai_synth.handlers.checkpoint import latest_checkpoint
+from monai_synth.data.datalists import write_datalist_json
+from monai_synth.data.ranges import to_unit_range
+from monai_synth.data.writers import FORMAT_SUFFIX, _check_format, write_image
+from monai_synth.engines.recipe import DiffusionRecipe
+from monai_synth.handlers.checkpoint import load_weights_for_sampling
 from monai_synth.handlers.ema import unwrap_model
 from monai_synth.inferers.sampling import sample
-from monai_synth.utils.io import atomic_path, ensure_writable_dir, safe_torch_load
+from monai_synth.utils.io import atomic_path, ensure_writable_dir
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
@@ -152,37 +156,6 @@ def plan_class_counts(
     return counts
 
 
-def load_weights_for_sampling(
-    network: torch.nn.Module, path: str | os.PathLike, use_ema: bool = True, map_location: str = "cpu"
-) -> torch.nn.Module:
-    """Load sampling weights into ``network`` and return it in eval mode.
-
-    ``path`` may be a training checkpoint from :func:`monai_synth.handlers.save_checkpoint` (the EMA weights are used
-    when present and ``use_ema``), a folder of such checkpoints (the latest is used) or a plain ``state_dict`` file.
-
-    Raises:
-        FileNotFoundError: when no checkpoint is found.
-    """
-    path = Path(path)
-    if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(f"No checkpoint_epoch*.pt in {str(path)!r}; train first or pass a file.")
-        path = found
-    obj = safe_torch_load(path, map_location=map_location)
-    kind = "plain"
-    if isinstance(obj, dict) and "network" in obj:
-        if use_ema and obj.get("ema") is not None:
-            state, kind = {k[len("module.") :]: v for k, v in obj["ema"].items() if k.startswith("module.")}, "EMA"
-        else:
-            state, kind = obj["network"], "raw"
-    else:
-        state = obj
-    unwrap_model(network).load_state_dict(state)
-    logger.info("loaded %s weights from %s", kind, path)
-    return network.eval()
-
-
 def _dicom_uids(out_dir: Path, num_classes: int) -> dict:
     from pydicom.uid import generate_uid
 
@@ -205,12 +178,12 @@ def generate_dataset(
     class_ratio: Sequence[float] | None = None,
     total: int | None = None,
     num_classes: int | None = None,
-    image_size: int | Sequence[int] = 28,
+    image_size: int | Sequence[int] = DiffusionRecipe.image_size,
     in_channels: int = 1,
     formats: Sequence[str] = ("png",),
-    guidance_scale: float = 3.0,
-    num_inference_steps: int | None = 50,
-    eta: float = 0.0,
+    guidance_scale: float = DiffusionRecipe.guidance_scale,
+    num_inference_steps: int | None = DiffusionRecipe.sample_steps,
+    eta: float = DiffusionRecipe.sample_eta,
     batch_size: int = 64,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
@@ -241,64 +214,39 @@ def generate_dataset(
         value_range: intensity range of the model output (mapped to [0, 1] for writing).
         device: sampling device (default: the model's).
         progress: show a progress bar over batches.
-        conditional: pass class labels to the model; by default true when the network has ``num_class_embeds``
-            (an unconditional model gets ``num_per_class=[N]`` and writes everything under class 0).
+        conditional: pass class labels to the model (default: when the network has ``num_class_embeds``; an
+            unconditional model gets ``num_per_class=[N]``, all under class 0).
 
     Returns:
         a :class:`GenerationResult`.
     """
     counts = plan_class_counts(num_per_class, class_ratio, total, num_classes)
     n_cls = len(counts)
-    fmts = [_check_format(f) for f in formats]
-    if not fmts:
-        raise ValueError("`formats` must name at least one of ['dicom', 'nifti', 'png'].")
-    if int(batch_size) < 1:
-        raise ValueError(f"`batch_size` must be >= 1, got {batch_size!r}.")
-    names = list(class_names) if class_names is not None else [f"class_{k}" for k in range(n_cls)]
-    if len(names) != n_cls:
-        raise ValueError(f"{len(names)} `class_names` given for {n_cls} classes.")
+    fmts, names = _check_generation_args(formats, batch_size, class_names, n_cls, guidance_scale)
     spatial = (int(image_size),) * 2 if isinstance(image_size, int) else tuple(int(s) for s in image_size)
-    if not math.isfinite(float(guidance_scale)):
-        raise ValueError(f"`guidance_scale` must be a finite number, got {guidance_scale!r}.")
     model_channels = getattr(unwrap_model(model), "in_channels", None)
     if isinstance(model_channels, int) and int(in_channels) != model_channels:
-        raise ValueError(
-            f"`in_channels`={in_channels} but the model takes {model_channels} channels; "
-            f"set in_channels={model_channels}."
-        )
+        raise ValueError(f"`in_channels`={in_channels}, but the model takes {model_channels}: set in_channels to that.")
     out = ensure_writable_dir(out_dir)
-    if device is None:
-        param = next(iter(model.parameters()), None)
-        device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
+    param = next(iter(model.parameters()), None)
+    device = torch.device(device if device is not None else param.device if param is not None else "cpu")
     if num_inference_steps is not None:
         scheduler.set_timesteps(int(num_inference_steps))
     if conditional is None:
         conditional = getattr(unwrap_model(model), "num_class_embeds", None) is not None
-    _check_manifest(
-        out,
-        {
-            "model": model_fingerprint(model),
-            "scheduler": type(scheduler).__name__,
-            "prediction_type": getattr(scheduler, "prediction_type", None),
-            "timesteps": [int(t) for t in getattr(scheduler, "timesteps", [])],
-            "counts": [int(c) for c in counts],
-            "class_names": names,
-            "image_size": list(spatial),
-            "in_channels": int(in_channels),
-            "guidance_scale": float(guidance_scale),
-            "eta": float(eta),
-            "batch_size": int(batch_size),
-            "seed": int(seed),
-            "value_range": [float(v) for v in value_range],
-            "conditional": bool(conditional),
-        },
-    )
+    settings = {
+        "model": model_fingerprint(model), "scheduler": type(scheduler).__name__,
+        "prediction_type": getattr(scheduler, "prediction_type", None),
+        "timesteps": [int(t) for t in getattr(scheduler, "timesteps", [])], "counts": [int(c) for c in counts],
+        "class_names": names, "image_size": list(spatial), "in_channels": int(in_channels),
+        "guidance_scale": float(guidance_scale), "eta": float(eta), "batch_size": int(batch_size), "seed": int(seed),
+        "value_range": [float(v) for v in value_range], "conditional": bool(conditional),
+    }  # fmt: skip
+    _check_manifest(out, settings)
     uids = _dicom_uids(out, n_cls) if "dicom" in fmts else None
 
-    for f in fmts:  # temp files of writes killed by SIGKILL (atomic_path could not clean up)
-        for stale in (out / f.value).glob("*/.synth_*.tmp"):
-            stale.unlink(missing_ok=True)
+    for stale in (p for f in fmts for p in (out / f.value).glob("*/.synth_*.tmp")):  # left by a SIGKILL
+        stale.unlink(missing_ok=True)
     labels = [c for c, n in enumerate(counts) for _ in range(n)]
     paths = {
         f: [out / f.value / names[c] / f"synth_{i:06d}{FORMAT_SUFFIX[f]}" for i, c in enumerate(labels)] for f in fmts
@@ -314,44 +262,90 @@ def generate_dataset(
         result.skipped += len(idx) * len(fmts) - len(missing)
         if not missing:
             continue
-        generator = torch.Generator(device=device).manual_seed(int(seed) + b)
-        batch_labels = torch.tensor([labels[i] for i in idx], device=device)
-        x = sample(
-            model,
-            scheduler,
-            shape=(len(idx), in_channels, *spatial),
-            class_labels=batch_labels if conditional else None,
-            guidance_scale=guidance_scale,
-            generator=generator,
-            eta=eta,
-            device=device,
-        )
-        images = to_unit_range(x, value_range)
-        for i, f in missing:
-            c = labels[i]
-            kwargs = None
-            if f == "dicom":
-                kwargs = {
-                    "study_uid": uids["study"],
-                    "series_uid": uids["series"][c],
-                    "label": c,
-                    "class_name": names[c],
-                    "instance_number": i + 1,
-                }
-            paths[f][i].parent.mkdir(parents=True, exist_ok=True)
-            write_image(images[i - start], paths[f][i], f, dicom_kwargs=kwargs)
-            result.written += 1
+        result.written += _sample_batch(
+            model, scheduler, idx, missing, labels, paths, names, uids, int(seed) + b, in_channels, spatial,
+            conditional, guidance_scale, eta, value_range, device,
+        )  # fmt: skip
+    _write_datalists(result, out, fmts, paths, labels, names)
+    logger.info("generated %d files (%d existed) in %s", result.written, result.skipped, out)
+    return result
 
-    from monai_synth.data.datalists import write_datalist_json
 
+def _write_datalists(
+    result: GenerationResult,
+    out: Path,
+    fmts: Sequence[Any],
+    paths: dict[Any, list[Path]],
+    labels: Sequence[int],
+    names: Sequence[str],
+) -> None:
+    """``datalist_<fmt>.json`` per format and ``datalist.json`` (the first format); recorded in ``result``."""
     for k, f in enumerate(fmts):
         items = [{"image": str(paths[f][i]), "label": c} for i, c in enumerate(labels)]
-        dl = write_datalist_json(
-            {"training": items}, out / f"datalist_{f.value}.json", class_names=names, synthetic=True
-        )
-        result.datalists[f.value] = dl
+        path = out / f"datalist_{f.value}.json"
+        result.datalists[f.value] = write_datalist_json({"training": items}, path, class_names=names, synthetic=True)
         if k == 0:
             write_datalist_json({"training": items}, out / "datalist.json", class_names=names, synthetic=True)
             result.items = items
-    logger.info("generated %d files (%d existed) in %s", result.written, result.skipped, out)
-    return result
+
+
+def _check_generation_args(
+    formats: Sequence[str], batch_size: int, class_names: Sequence[str] | None, n_cls: int, guidance_scale: float
+) -> tuple[list[Any], list[str]]:
+    """Validated formats and class names of :func:`generate_dataset` (errors name the argument)."""
+    fmts = [_check_format(f) for f in formats]
+    if not fmts:
+        raise ValueError("`formats` must name at least one of ['dicom', 'nifti', 'png'].")
+    if int(batch_size) < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {batch_size!r}.")
+    names = list(class_names) if class_names is not None else [f"class_{k}" for k in range(n_cls)]
+    if len(names) != n_cls:
+        raise ValueError(f"{len(names)} `class_names` given for {n_cls} classes.")
+    if not math.isfinite(float(guidance_scale)):
+        raise ValueError(f"`guidance_scale` must be a finite number, got {guidance_scale!r}.")
+    return fmts, names
+
+
+def _sample_batch(
+    model: torch.nn.Module,
+    scheduler: Any,
+    idx: Sequence[int],
+    missing: Sequence[tuple[int, Any]],
+    labels: Sequence[int],
+    paths: dict[Any, list[Path]],
+    names: Sequence[str],
+    uids: dict | None,
+    batch_seed: int,
+    in_channels: int,
+    spatial: tuple[int, ...],
+    conditional: bool,
+    guidance_scale: float,
+    eta: float,
+    value_range: tuple[float, float],
+    device: torch.device,
+) -> int:
+    """Sample the images ``idx`` of one batch (seed ``batch_seed``), write the ``missing`` files; return the count."""
+    written = 0
+    generator = torch.Generator(device=device).manual_seed(batch_seed)
+    batch_labels = torch.tensor([labels[i] for i in idx], device=device)
+    x = sample(
+        model,
+        scheduler,
+        shape=(len(idx), in_channels, *spatial),
+        class_labels=batch_labels if conditional else None,
+        guidance_scale=guidance_scale,
+        generator=generator,
+        eta=eta,
+        device=device,
+    )
+    images = to_unit_range(x, value_range)
+    for i, f in missing:
+        c = labels[i]
+        kwargs = None
+        if f == "dicom":
+            kwargs = {"study_uid": uids["study"], "series_uid": uids["series"][c], "label": c,
+                      "class_name": names[c], "instance_number": i + 1}  # fmt: skip
+        paths[f][i].parent.mkdir(parents=True, exist_ok=True)
+        write_image(images[i - idx[0]], paths[f][i], f, dicom_kwargs=kwargs)
+        written += 1
+    return written

@@ -2,8 +2,8 @@
 
 A synthetic image whose nearest training image is closer than a threshold (pixel RMS distance, see
 :mod:`monai_synth.metrics.memorization`) is treated as a possible copy of a patient's image and is not released.
-The decision uses :func:`monai_synth.metrics.memorization.filter_near_copies`; this module adds what a generation run
-needs around it: index bookkeeping across batches, a threshold derived from held-out real images, and a CSV/JSON
+Distances come from :func:`monai_synth.metrics.memorization.nearest_neighbours`; this module adds what a generation
+run needs around it: index bookkeeping across batches, a threshold derived from held-out real images, and a CSV/JSON
 report of every dropped image with its nearest training image and distance.
 
 Typical use (see docs/reliability.md)::
@@ -31,14 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_synth.metrics.memorization import filter_near_copies, nearest_neighbours, pixel_vectors
+from monai_synth.data.datalists import write_datalist_json
+from monai_synth.data.image_io import load_image_2d
+from monai_synth.metrics.memorization import nearest_neighbours, pixel_vectors
 from monai_synth.utils.io import atomic_path
 
 __all__ = [
     "PrivacyFilter",
     "PrivacyFilterResult",
     "filter_generated_dataset",
-    "load_unit_image",
     "privacy_filter",
     "threshold_from_holdout",
     "write_privacy_report",
@@ -109,15 +110,21 @@ def privacy_filter(
         ValueError: negative/non-finite threshold, images outside ``[0, 1]``, or different sizes (see messages).
     """
     t = _check_threshold(threshold)
-    kept, report = filter_near_copies(synthetic, train, t, chunk_size=chunk_size)
-    dropped = [int(i) + int(index_offset) for i in report.dropped_indices]
-    nearest = [int(i) for i in report.nearest_train_indices]
-    dist = [float(d) for d in report.distances]
+    syn, tr = pixel_vectors(synthetic, "synthetic"), pixel_vectors(train, "train")
+    if syn.shape[1] != tr.shape[1]:
+        raise ValueError(f"synthetic and train images differ in size: {syn.shape[1]} vs {tr.shape[1]} values.")
+    distance, index = nearest_neighbours(syn, tr, chunk_size)
+    drop = distance < t
+    kept = torch.nonzero(~drop).reshape(-1).tolist()
+    positions = torch.nonzero(drop).reshape(-1)
+    dropped = [int(i) + int(index_offset) for i in positions]
+    nearest = [int(i) for i in index[positions]]
+    dist = [float(d) for d in distance[positions]]
     rows = [
         {"synthetic_index": i, "nearest_train_index": j, "distance": d, "threshold": t}
         for i, j, d in zip(dropped, nearest, dist)
     ]
-    return PrivacyFilterResult([int(i) for i in kept], dropped, nearest, dist, t, int(report.n_input), rows)
+    return PrivacyFilterResult([int(i) for i in kept], dropped, nearest, dist, t, int(syn.shape[0]), rows)
 
 
 def threshold_from_holdout(
@@ -157,35 +164,6 @@ def write_privacy_report(rows: Sequence[dict], path: str | os.PathLike, summary:
     return path
 
 
-def load_unit_image(path: str | os.PathLike) -> np.ndarray:
-    """Read one image written by :mod:`monai_synth.data.writers` as float32 ``(1, H, W)`` in ``[0, 1]``.
-
-    PNG and DICOM hold 8-bit values (divided by 255); NIfTI holds ``[0, 1]`` floats stored transposed (x = columns),
-    which is undone here so all three formats give the same ``(rows, cols)`` array.
-
-    Raises:
-        ValueError: unknown suffix (naming the file).
-    """
-    path = Path(path)
-    name = path.name.lower()
-    if name.endswith(".png"):
-        from PIL import Image
-
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    elif name.endswith(".dcm"):
-        import pydicom
-
-        arr = pydicom.dcmread(path).pixel_array.astype(np.float32) / 255.0
-    elif name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        arr = np.asarray(nib.load(path).get_fdata(), dtype=np.float32).T
-    else:
-        raise ValueError(f"cannot read {str(path)!r}: expected a .png, .dcm, .nii or .nii.gz synthetic image.")
-    return arr[None]
-
-
 def filter_generated_dataset(
     out_dir: str | os.PathLike,
     train: torch.Tensor | np.ndarray,
@@ -214,15 +192,17 @@ def filter_generated_dataset(
     Raises:
         FileNotFoundError: ``out_dir/<datalist>`` does not exist.
     """
-    from monai_synth.data.datalists import write_datalist_json
-
     out = Path(out_dir)
     main = out / datalist
     if not main.is_file():
         raise FileNotFoundError(f"{str(main)!r} does not exist: run generate_dataset first or pass `datalist=`.")
     doc = json.loads(main.read_text())
     items = doc.get("training", [])
-    images = np.stack([load_unit_image(out / it["image"]) for it in items]) if items else np.zeros((0, 1, 1, 1))
+    images = (
+        np.stack([load_image_2d(out / it["image"], rescale="dtype").numpy() for it in items])
+        if items
+        else np.zeros((0, 1, 1, 1))
+    )
     result = privacy_filter(images, train, threshold) if items else PrivacyFilterResult([], [], [], [], threshold, 0)
     dropped = set(result.dropped_indices)
     for row in result.rows:

@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.utils import min_version, optional_import
+from ignite.engine import Events
 
 from monai_synth.handlers.ema import unwrap_model
 from monai_synth.utils.io import atomic_torch_save, safe_torch_load
-
-Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
 __all__ = [
     "CHECKPOINT_PATTERN",
@@ -28,8 +26,9 @@ __all__ = [
     "latest_checkpoint",
     "save_checkpoint",
     "load_checkpoint",
-    "CheckpointSaver",
+    "AtomicCheckpointSaver",
     "CheckpointResumer",
+    "load_weights_for_sampling",
 ]
 
 logger = logging.getLogger(__name__)
@@ -148,7 +147,31 @@ def load_checkpoint(
     return ckpt
 
 
-class CheckpointSaver:
+class _CheckpointObjects:
+    """The objects a checkpoint holds; ``network``/``optimizer`` default to the engine's at save/load time."""
+
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike,
+        network: torch.nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        ema_model: torch.nn.Module | None = None,
+        lr_scheduler: Any | None = None,
+    ) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.network, self.optimizer = network, optimizer
+        self.ema_model, self.lr_scheduler = ema_model, lr_scheduler
+
+    def _objects(self, engine) -> dict[str, Any]:
+        return {
+            "network": self.network if self.network is not None else engine.network,
+            "optimizer": self.optimizer if self.optimizer is not None else engine.optimizer,
+            "ema_model": self.ema_model,
+            "lr_scheduler": self.lr_scheduler,
+        }
+
+
+class AtomicCheckpointSaver(_CheckpointObjects):
     """Save a checkpoint every ``save_every`` epochs, after the final epoch (Ignite ``EPOCH_COMPLETED``) and when the
     run is terminated inside an epoch (``Events.TERMINATE``, e.g. by a wall-clock budget), so the weights a
     terminated run ends with are on disk. A mid-epoch checkpoint is named after the unfinished epoch and stores the
@@ -176,11 +199,7 @@ class CheckpointSaver:
             raise ValueError(f"`save_every` must be >= 1, got {save_every!r}.")
         if keep_last is not None and int(keep_last) < 1:
             raise ValueError(f"`keep_last` must be >= 1 or None, got {keep_last!r}.")
-        self.checkpoint_dir = Path(checkpoint_dir)
-        self.network = network
-        self.optimizer = optimizer
-        self.ema_model = ema_model
-        self.lr_scheduler = lr_scheduler
+        super().__init__(checkpoint_dir, network, optimizer, ema_model, lr_scheduler)
         self.save_every = int(save_every)
         self.keep_last = None if keep_last is None else int(keep_last)
         self._saved_iteration: int | None = None
@@ -205,10 +224,7 @@ class CheckpointSaver:
         self._saved_iteration = engine.state.iteration
         path = save_checkpoint(
             checkpoint_path(self.checkpoint_dir, epoch),
-            network=self.network if self.network is not None else engine.network,
-            optimizer=self.optimizer if self.optimizer is not None else engine.optimizer,
-            ema_model=self.ema_model,
-            lr_scheduler=self.lr_scheduler,
+            **self._objects(engine),
             scaler=getattr(engine, "scaler", None),
             trainer=engine,
         )
@@ -221,7 +237,7 @@ class CheckpointSaver:
                 old.unlink(missing_ok=True)
 
 
-class CheckpointResumer:
+class CheckpointResumer(_CheckpointObjects):
     """At ``Events.STARTED``, load the latest checkpoint of ``checkpoint_dir`` (if any) and resume from its epoch.
 
     A run resumed this way continues at the saved epoch with the saved optimizer, EMA, LR-scheduler and AMP-scaler
@@ -237,11 +253,7 @@ class CheckpointResumer:
         lr_scheduler: Any | None = None,
         map_location: str | torch.device | None = None,
     ) -> None:
-        self.checkpoint_dir = Path(checkpoint_dir)
-        self.network = network
-        self.optimizer = optimizer
-        self.ema_model = ema_model
-        self.lr_scheduler = lr_scheduler
+        super().__init__(checkpoint_dir, network, optimizer, ema_model, lr_scheduler)
         self.map_location = map_location
 
     def attach(self, engine) -> None:
@@ -259,12 +271,40 @@ class CheckpointResumer:
         scaler = getattr(engine, "scaler", None)
         load_checkpoint(
             path,
-            network=self.network if self.network is not None else engine.network,
-            optimizer=self.optimizer if self.optimizer is not None else engine.optimizer,
-            ema_model=self.ema_model,
-            lr_scheduler=self.lr_scheduler,
+            **self._objects(engine),
             scaler=scaler if getattr(engine, "amp", False) else None,
             trainer=engine,
             map_location=self.map_location if self.map_location is not None else engine.state.device,
         )
         logger.info("resumed from %s at epoch %d", path, engine.state.epoch)
+
+
+def load_weights_for_sampling(
+    network: torch.nn.Module, path: str | os.PathLike, use_ema: bool = True, map_location: str = "cpu"
+) -> torch.nn.Module:
+    """Load sampling weights into ``network`` and return it in eval mode.
+
+    ``path`` may be a training checkpoint from :func:`monai_synth.handlers.save_checkpoint` (the EMA weights are used
+    when present and ``use_ema``), a folder of such checkpoints (the latest is used) or a plain ``state_dict`` file.
+
+    Raises:
+        FileNotFoundError: when no checkpoint is found.
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"No checkpoint_epoch*.pt in {str(path)!r}; train first or pass a file.")
+        path = found
+    obj = safe_torch_load(path, map_location=map_location)
+    kind = "plain"
+    if isinstance(obj, dict) and "network" in obj:
+        if use_ema and obj.get("ema") is not None:
+            state, kind = {k[len("module.") :]: v for k, v in obj["ema"].items() if k.startswith("module.")}, "EMA"
+        else:
+            state, kind = obj["network"], "raw"
+    else:
+        state = obj
+    unwrap_model(network).load_state_dict(state)
+    logger.info("loaded %s weights from %s", kind, path)
+    return network.eval()

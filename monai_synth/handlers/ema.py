@@ -15,18 +15,13 @@ import torch
 from monai.utils import min_version, optional_import
 from torch.optim.swa_utils import AveragedModel
 
+from monai_synth.utils.module import unwrap_model
+
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
 __all__ = ["ema_decay_at", "ema_multi_avg_fn", "create_ema_model", "EMAHandler", "unwrap_model"]
 
 logger = logging.getLogger(__name__)
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """Strip ``DistributedDataParallel`` / ``DataParallel`` / ``AveragedModel`` wrappers (their ``.module``)."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    return model
 
 
 def ema_decay_at(num_updates: int, decay: float, warmup: bool) -> float:

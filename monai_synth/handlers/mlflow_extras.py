@@ -13,7 +13,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,6 @@ from monai.utils import optional_import
 from monai_synth.utils.io import ensure_writable_dir
 
 if TYPE_CHECKING:
-    from ignite.engine import Engine
     from mlflow import MlflowClient
 
 __all__ = [
@@ -38,8 +37,6 @@ __all__ = [
     "log_figure",
     "log_dict",
     "find_runs",
-    "MLflowParamsHandler",
-    "MLflowFigureHandler",
 ]
 
 logger = logging.getLogger(__name__)
@@ -216,46 +213,3 @@ def find_runs(
     if statuses is not None:
         runs = [r for r in runs if r.info.status in statuses]
     return runs
-
-
-class MLflowParamsHandler:
-    """Ignite handler logging fixed parameters to an existing MLflow run when the engine starts.
-
-    Args:
-        client: MLflow client.
-        run_id: target run.
-        params: nested mapping, flattened with dots.
-    """
-
-    def __init__(self, client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
-        self.client, self.run_id, self.params = client, run_id, dict(params)
-
-    def attach(self, engine: Engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.STARTED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        log_params(self.client, self.run_id, self.params)
-
-
-class MLflowFigureHandler:
-    """Ignite handler logging a matplotlib figure built from the engine when it completes.
-
-    Args:
-        client: MLflow client.
-        run_id: target run.
-        make_figure: ``engine -> matplotlib Figure``.
-        artifact_file: artifact path, e.g. ``figures/curves.png``.
-    """
-
-    def __init__(self, client: MlflowClient, run_id: str, make_figure: Callable[[Engine], Any], artifact_file: str):
-        self.client, self.run_id, self.make_figure, self.artifact_file = client, run_id, make_figure, artifact_file
-
-    def attach(self, engine: Engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> None:
-        log_figure(self.client, self.run_id, self.make_figure(engine), self.artifact_file)

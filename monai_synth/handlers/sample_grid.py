@@ -16,8 +16,9 @@ import torch
 from monai.networks.schedulers import Scheduler
 from monai.utils import min_version, optional_import
 
+from monai_synth.data.writers import write_png_uint8
 from monai_synth.inferers.sampling import sample
-from monai_synth.utils.io import atomic_path, ensure_writable_dir
+from monai_synth.utils.io import ensure_writable_dir
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
@@ -48,13 +49,8 @@ def make_grid(
 
 
 def save_grid_png(grid: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a uint8 grid to PNG atomically (PIL)."""
-    from PIL import Image
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
-    return path
+    """Write a uint8 grid to PNG atomically (:func:`monai_synth.data.writers.write_png_uint8`)."""
+    return write_png_uint8(grid, path)
 
 
 class SampleGridHandler:

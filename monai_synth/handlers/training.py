@@ -1,17 +1,23 @@
-"""Small Ignite handlers for diffusion training: gradient clipping and throughput (images per second)."""
+"""Ignite handlers of diffusion training: gradient clipping, throughput, lr warm-up, time budget, loss history."""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import torch
+from ignite.engine import Events
 from monai.engines.utils import IterationEvents
-from monai.utils import min_version, optional_import
 
-Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
-
-__all__ = ["GradientClipHandler", "ThroughputHandler"]
+__all__ = [
+    "GradientClipHandler",
+    "LossHistoryHandler",
+    "ProgressBarHandler",
+    "ThroughputHandler",
+    "TimeBudgetHandler",
+    "WarmupLrHandler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,3 +77,91 @@ class ThroughputHandler:
         rate = self._count / max(time.perf_counter() - self._t0, 1e-9)
         engine.state.metrics[self.metric_name] = rate
         logger.info("epoch %d: %.1f img/s", engine.state.epoch, rate)
+
+
+class WarmupLrHandler:
+    """Linear learning-rate warm-up over the first ``iters`` iterations (Goyal et al. 2017), then constant.
+
+    The factor is read from ``engine.state.iteration``, so a run resumed from a checkpoint continues the warm-up where
+    it stopped. Torch's ``LinearLR`` stepped by MONAI's ``LrScheduleHandler`` would restart it at every resume
+    (its step count is not in our checkpoints), which is why this handler exists.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, iters: int) -> None:
+        self.optimizer, self.lr, self.iters = optimizer, lr, max(0, int(iters))
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.ITERATION_STARTED, self)
+
+    def __call__(self, engine) -> None:
+        scale = 1.0 if self.iters == 0 else min(1.0, engine.state.iteration / self.iters)
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr * scale
+
+
+class TimeBudgetHandler:
+    """Terminate training once ``seconds`` of wall-clock have passed (checked after every iteration)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.start = float(seconds), None
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _start(self, engine) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self, engine) -> None:
+        if time.perf_counter() - self.start >= self.seconds:
+            logger.info("time budget of %.0f s reached at epoch %d", self.seconds, engine.state.epoch)
+            engine.terminate()
+
+
+class LossHistoryHandler:
+    """Mean loss and wall-clock seconds since the start of this process's training, per epoch."""
+
+    def __init__(self) -> None:
+        self.history: dict[str, list] = {"epoch": [], "loss": [], "elapsed_s": []}
+        self._sum, self._n = 0.0, 0
+        self.start_iteration = 0
+        self._t0 = time.perf_counter()
+
+    def attach(self, engine) -> None:
+        # attached after the checkpoint resumer, so this sees the resumed iteration
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iter)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+
+    def _start(self, engine) -> None:
+        self.start_iteration = int(engine.state.iteration)
+        self._t0 = time.perf_counter()
+
+    def _iter(self, engine) -> None:
+        out = engine.state.output
+        out = out[0] if isinstance(out, (list, tuple)) else out  # decollated batch: the loss is on every item
+        self._sum += float(torch.as_tensor(out["loss"]).detach())
+        self._n += 1
+
+    def _epoch(self, engine) -> None:
+        self.history["epoch"].append(engine.state.epoch)
+        self.history["loss"].append(self._sum / max(1, self._n))
+        self.history["elapsed_s"].append(time.perf_counter() - self._t0)
+        self._sum, self._n = 0.0, 0
+
+
+class ProgressBarHandler:
+    """Adapter so an Ignite ``ProgressBar`` can sit in MONAI's ``train_handlers`` list (which calls ``attach``)."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def attach(self, engine) -> None:
+        self.bar.attach(engine, output_transform=_loss_of)
+
+
+def _loss_of(output: Any) -> dict:
+    """``{"loss": float}`` from a collated (dict) or decollated (list of dicts) trainer output."""
+    item = output[0] if isinstance(output, list) else output
+    loss = item["loss"]
+    return {"loss": float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)}

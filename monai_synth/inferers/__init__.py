@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from .class_conditioned import ClassConditionedDiffusionInferer, drop_class_labels
+from .guidance import Condition, MultiConditionGuidance, anatomy_pathology_guidance, ilvr_guidance
+from .lowpass import LowPassFilter, lowpass_filter
 from .sampling import (
     GuidanceStrategy,
     add_noise_to_timestep,
@@ -12,26 +14,3 @@ from .sampling import (
     resolve_null_class,
     sample,
 )
-
-__all__ = [
-    "ClassConditionedDiffusionInferer",
-    "drop_class_labels",
-    "GuidanceStrategy",
-    "add_noise_to_timestep",
-    "classifier_free_guidance",
-    "clip_model_output",
-    "previous_timestep",
-    "resolve_null_class",
-    "sample",
-]
-from .guidance import Condition, MultiConditionGuidance, anatomy_pathology_guidance, ilvr_guidance  # noqa: E402
-from .lowpass import LowPassFilter, lowpass_filter  # noqa: E402
-
-__all__ += [
-    "Condition",
-    "MultiConditionGuidance",
-    "anatomy_pathology_guidance",
-    "ilvr_guidance",
-    "LowPassFilter",
-    "lowpass_filter",
-]

@@ -23,6 +23,8 @@ import torch
 from monai.networks.schedulers import Scheduler
 from monai.utils import optional_import
 
+from monai_synth.utils.module import unwrap_model
+
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
 __all__ = [
@@ -133,10 +135,46 @@ def clip_model_output(scheduler: Scheduler, model_output: torch.Tensor, x_t: tor
     raise ValueError(f"`prediction_type` must be one of ['epsilon', 'sample', 'v_prediction'], got {kind!r}.")
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    return model
+def _initial_noise(
+    model: torch.nn.Module,
+    shape: Sequence[int] | None,
+    noise: torch.Tensor | None,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """``x_T``: ``noise`` on ``device``, or drawn with ``shape``; checked against the model's input channels."""
+    if noise is None:
+        if shape is None:
+            raise ValueError("Give either `shape` or `noise` to `sample()`.")
+        x = torch.randn(tuple(shape), generator=generator, device=device)
+    else:
+        x = noise.to(device)
+    model_channels = getattr(unwrap_model(model), "in_channels", None)
+    if isinstance(model_channels, int) and x.ndim > 1 and x.shape[1] != model_channels:
+        raise ValueError(
+            f"`shape`/`noise` has {x.shape[1]} channels but the model takes in_channels={model_channels}: "
+            "use the model's channel count."
+        )
+    return x
+
+
+def _model_labels(
+    model: torch.nn.Module,
+    class_labels: torch.Tensor | None,
+    batch: int,
+    use_cfg: bool,
+    null_class: int | None,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """The labels fed to the model: ``class_labels``, followed by the null class when CFG doubles the batch."""
+    if class_labels is None:
+        return None
+    class_labels = torch.as_tensor(class_labels, dtype=torch.long, device=device).reshape(-1)
+    if class_labels.numel() != batch:
+        raise ValueError(f"`class_labels` has {class_labels.numel()} entries but the batch has {batch} samples.")
+    if not use_cfg:
+        return class_labels
+    return torch.cat([class_labels, torch.full_like(class_labels, resolve_null_class(model, null_class))])
 
 
 def resolve_null_class(model: torch.nn.Module, null_class: int | None) -> int:
@@ -147,7 +185,7 @@ def resolve_null_class(model: torch.nn.Module, null_class: int | None) -> int:
     """
     if null_class is not None:
         return int(null_class)
-    n = getattr(_unwrap(model), "num_class_embeds", None)
+    n = getattr(unwrap_model(model), "num_class_embeds", None)
     if n is None:
         raise ValueError(
             "`null_class` is needed for classifier-free guidance: pass it, or use a network with "
@@ -247,30 +285,9 @@ def sample(
     timesteps = _check_timesteps(scheduler)
     step_kwargs = _step_kwargs(scheduler, eta, generator)
 
-    if noise is None:
-        if shape is None:
-            raise ValueError("Give either `shape` or `noise` to `sample()`.")
-        x = torch.randn(tuple(shape), generator=generator, device=device)
-    else:
-        x = noise.to(device)
-    batch = x.shape[0]
-    model_channels = getattr(_unwrap(model), "in_channels", None)
-    if isinstance(model_channels, int) and x.ndim > 1 and x.shape[1] != model_channels:
-        raise ValueError(
-            f"`shape`/`noise` has {x.shape[1]} channels but the model takes in_channels={model_channels}: "
-            "use the model's channel count."
-        )
-
+    x = _initial_noise(model, shape, noise, generator, device)
     use_cfg = class_labels is not None and float(guidance_scale) != 1.0
-    labels_in: torch.Tensor | None = None
-    if class_labels is not None:
-        class_labels = torch.as_tensor(class_labels, dtype=torch.long, device=device).reshape(-1)
-        if class_labels.numel() != batch:
-            raise ValueError(f"`class_labels` has {class_labels.numel()} entries but the batch has {batch} samples.")
-        labels_in = class_labels
-        if use_cfg:
-            null = resolve_null_class(model, null_class)
-            labels_in = torch.cat([class_labels, torch.full_like(class_labels, null)])
+    labels_in = _model_labels(model, class_labels, x.shape[0], use_cfg, null_class, device)
 
     iterator = timesteps
     if progress and has_tqdm:

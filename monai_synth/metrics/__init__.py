@@ -25,13 +25,11 @@ from .features import (
     locate_inception_weights,
     resize_tf_bilinear,
 )
-from .fid import FeatureStatistics, FIDMetric, compute_fid, fid_from_images, frechet_distance
+from .fid import FeatureStatistics, FIDMetric, compute_fid, frechet_distance
 from .kid import KIDMetric, KIDResult, compute_kid, mmd2_unbiased, polynomial_kernel
 from .memorization import (
     MemorizationReport,
-    NearCopyReport,
     SpaceAudit,
-    filter_near_copies,
     memorization_audit,
     nearest_neighbours,
     pixel_vectors,
@@ -49,52 +47,3 @@ from .similarity import (
     ssim_between,
     ssim_within,
 )
-
-__all__ = [
-    "INCEPTION_DIMS",
-    "INCEPTION_INPUT_RANGE",
-    "FeatureExtractor",
-    "InceptionFeatureExtractor",
-    "as_float_images",
-    "locate_inception_weights",
-    "resize_tf_bilinear",
-    "FeatureStatistics",
-    "FIDMetric",
-    "compute_fid",
-    "fid_from_images",
-    "frechet_distance",
-    "KIDMetric",
-    "KIDResult",
-    "compute_kid",
-    "mmd2_unbiased",
-    "polynomial_kernel",
-    "MemorizationReport",
-    "NearCopyReport",
-    "SpaceAudit",
-    "filter_near_copies",
-    "memorization_audit",
-    "nearest_neighbours",
-    "pixel_vectors",
-    "plot_closest_pairs",
-    "MS_SSIM_WEIGHTS",
-    "PairwiseScore",
-    "ms_ssim_between",
-    "ms_ssim_params_for_size",
-    "ms_ssim_within",
-    "mse_between",
-    "mse_of_means",
-    "sample_pairs",
-    "ssim_between",
-    "ssim_within",
-]
-__all__ += [
-    "METRIC_NAMES",
-    "PrecisionRecallF1",
-    "accuracy",
-    "classification_metrics",
-    "confusion_matrix",
-    "per_class_accuracy",
-    "precision_recall_f1",
-    "rank_with_ties",
-    "roc_auc",
-]

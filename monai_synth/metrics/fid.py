@@ -12,7 +12,6 @@ image-level entry point with a pluggable :class:`~monai_synth.metrics.features.F
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 from monai.metrics.fid import FIDMetric as _MonaiFIDMetric
 from monai.metrics.fid import _cov, compute_frechet_distance
 
-__all__ = ["FeatureStatistics", "FIDMetric", "compute_fid", "fid_from_images", "frechet_distance"]
+__all__ = ["FeatureStatistics", "FIDMetric", "compute_fid", "frechet_distance"]
 
 
 def _as_features(features: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
@@ -85,15 +84,6 @@ def compute_fid(features_a: torch.Tensor | np.ndarray, features_b: torch.Tensor 
         FeatureStatistics.from_features(_as_features(features_a, "features_a")),
         FeatureStatistics.from_features(_as_features(features_b, "features_b")),
     )
-
-
-def fid_from_images(
-    images_a: torch.Tensor | np.ndarray,
-    images_b: torch.Tensor | np.ndarray,
-    extractor: Callable[[torch.Tensor | np.ndarray], torch.Tensor],
-) -> float:
-    """FID between two image sets, using ``extractor`` (e.g. ``InceptionFeatureExtractor(dims=2048)``)."""
-    return compute_fid(extractor(images_a), extractor(images_b))
 
 
 class FIDMetric(_MonaiFIDMetric):

@@ -27,9 +27,7 @@ from monai_synth.metrics.features import as_float_images
 
 __all__ = [
     "MemorizationReport",
-    "NearCopyReport",
     "SpaceAudit",
-    "filter_near_copies",
     "memorization_audit",
     "nearest_neighbours",
     "pixel_vectors",
@@ -223,28 +221,14 @@ def memorization_audit(
             raise ValueError(
                 f"`{name}` images {tuple(other.shape[1:])} differ from synthetic {tuple(syn_img.shape[1:])}."
             )
-    pix = _audit_space(
-        "pixel",
-        pixel_vectors(syn_img),
-        pixel_vectors(train_img),
-        pixel_vectors(test_img) if test_img is not None else None,
-        threshold,
-        threshold_quantile,
-        quantiles,
-        chunk_size,
-    )
-    feat = None
-    if extractor is not None:
-        feat = _audit_space(
-            "feature",
-            extractor(syn_img),
-            extractor(train_img),
-            extractor(test_img) if test_img is not None else None,
-            feature_threshold,
-            threshold_quantile,
-            quantiles,
-            chunk_size,
+    def audit(space: str, embed: Callable[[torch.Tensor], torch.Tensor], space_threshold: float | None) -> SpaceAudit:
+        test = embed(test_img) if test_img is not None else None
+        return _audit_space(
+            space, embed(syn_img), embed(train_img), test, space_threshold, threshold_quantile, quantiles, chunk_size
         )
+
+    pix = audit("pixel", pixel_vectors, threshold)
+    feat = audit("feature", extractor, feature_threshold) if extractor is not None else None
     fig = None
     if figure_path is not None:
         order = torch.argsort(pix.synthetic_distances)[:n_figure_pairs]
@@ -317,59 +301,3 @@ def plot_closest_pairs(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
-
-
-@dataclass(frozen=True)
-class NearCopyReport:
-    """Synthetic images dropped by :func:`filter_near_copies`.
-
-    Attributes:
-        dropped_indices: indices (into the synthetic set) of dropped images.
-        nearest_train_indices: their nearest training images.
-        distances: their pixel RMS distances.
-        threshold: the threshold used.
-        n_input: number of synthetic images checked.
-    """
-
-    dropped_indices: torch.Tensor
-    nearest_train_indices: torch.Tensor
-    distances: torch.Tensor
-    threshold: float
-    n_input: int
-
-
-def filter_near_copies(
-    synthetic: torch.Tensor | np.ndarray,
-    train: torch.Tensor | np.ndarray,
-    threshold: float,
-    chunk_size: int = 1024,
-) -> tuple[torch.Tensor, NearCopyReport]:
-    """Privacy filter: drop synthetic images whose nearest training image is closer than ``threshold``.
-
-    Args:
-        synthetic: ``(n, C, *spatial)`` images in ``[0, 1]`` or uint8.
-        train: ``(m, C, *spatial)`` training images.
-        threshold: pixel RMS distance (see module docstring); e.g. the 1st percentile of real-test -> train
-            distances from :func:`memorization_audit`.
-        chunk_size: queries per distance chunk.
-
-    Returns:
-        ``(kept_indices, report)``: sorted indices of images to keep, and what was dropped.
-
-    Raises:
-        ValueError: negative threshold or shape mismatch.
-    """
-    if threshold < 0:
-        raise ValueError(f"`threshold` must be >= 0, got {threshold}.")
-    syn, tr = pixel_vectors(synthetic, "synthetic"), pixel_vectors(train, "train")
-    if syn.shape[1] != tr.shape[1]:
-        raise ValueError(f"synthetic and train images differ in size: {syn.shape[1]} vs {tr.shape[1]} values.")
-    dist, idx = nearest_neighbours(syn, tr, chunk_size)
-    drop = dist < threshold
-    dropped = torch.nonzero(drop).reshape(-1)
-    report = NearCopyReport(dropped, idx[dropped], dist[dropped], float(threshold), int(syn.shape[0]))
-    if len(dropped):
-        logger.info(
-            "filter_near_copies: dropped %d/%d synthetic images (threshold %.4g)", len(dropped), syn.shape[0], threshold
-        )
-    return torch.nonzero(~drop).reshape(-1), report

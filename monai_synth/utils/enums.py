@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from monai.utils import StrEnum
 
-__all__ = ["PatchRotation", "WindowPreset"]
+__all__ = ["DataSource", "PatchRotation", "WindowPreset"]
 
 
 class WindowPreset(StrEnum):
@@ -27,3 +27,13 @@ class PatchRotation(StrEnum):
 
     ANY = "any"
     RIGHT_ANGLE = "right_angle"
+
+
+class DataSource(StrEnum):
+    """Labelled data sources of :func:`monai_synth.data.load_labelled_splits` (docs/data.md)."""
+
+    DEMO = "demo"
+    MEDMNIST = "medmnist"
+    FOLDER = "folder"
+    DATALIST = "datalist"
+    DICOM = "dicom"

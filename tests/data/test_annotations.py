@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import pytest
+from helpers import CT_STUDY, CT_UID_FIRST
 
 from monai_synth.data.annotations import (
     BoundingBox,
@@ -12,8 +14,6 @@ from monai_synth.data.annotations import (
     read_voc_xml,
     scale_box,
 )
-
-UID_FIRST = "1.3.6.1.4.1.14519.5.2.1.6655.2359.136943255924913899762603730997"
 
 VOC_TWO_OBJECTS = """<annotation><size><width>64</width><height>32</height><depth>1</depth></size>
 <object><name>A</name><truncated>1</truncated><Difficult>0</Difficult>
@@ -24,7 +24,7 @@ VOC_TWO_OBJECTS = """<annotation><size><width>64</width><height>32</height><dept
 
 def test_shared_xml_box_by_hand(shared_data):
     # values read by eye from the file: <xmin>278</xmin><ymin>308</ymin><xmax>360</xmax><ymax>394</ymax>
-    ann = read_voc_xml(shared_data / "lung_ct_dicom_lungpetctdx_A0001" / "annotations" / f"{UID_FIRST}.xml")
+    ann = read_voc_xml(shared_data / CT_STUDY / "annotations" / f"{CT_UID_FIRST}.xml")
     assert (ann.width, ann.height, ann.depth) == (512, 512, 1)
     assert ann.objects == [BoundingBox("A", 278, 308, 360, 394, difficult=False, truncated=False)]
     box = ann.objects[0]
@@ -32,10 +32,9 @@ def test_shared_xml_box_by_hand(shared_data):
 
 
 def test_shared_folder_keys_are_slice_uids(shared_data):
-    pydicom = pytest.importorskip("pydicom")
-    folder = shared_data / "lung_ct_dicom_lungpetctdx_A0001"
+    folder = shared_data / CT_STUDY
     anns = load_voc_annotations(folder / "annotations")
-    assert len(anns) == 11 and UID_FIRST in anns
+    assert len(anns) == 11 and CT_UID_FIRST in anns
     uid_to_instance = {}
     for f in sorted((folder / "dicom").glob("*.dcm")):
         ds = pydicom.dcmread(f, stop_before_pixels=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import PNEUMONIAMNIST_NPZ, write_medmnist_npz
 from monai.data import load_decathlon_datalist
 from PIL import Image
 
@@ -25,16 +26,8 @@ from monai_synth.data import (
 
 
 def _npz(tmp_path: Path, channels: int = 0, **override) -> Path:
-    rng = np.random.default_rng(0)
-    shape = (6, 4, 5) + ((channels,) if channels else ())
-    arrays = {}
-    for split in ("train", "val", "test"):
-        arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
-        arrays[f"{split}_labels"] = np.array([[0], [1], [2], [1], [0], [2]], dtype=np.uint8)
-    arrays.update(override)
-    arrays = {k: v for k, v in arrays.items() if v is not None}
     path = tmp_path / "toy.npz"
-    np.savez(path, **arrays)
+    write_medmnist_npz(path, n=6, shape=(4, 5), channels=channels, labels=[0, 1, 2, 1, 0, 2], **override)
     return path
 
 
@@ -57,8 +50,13 @@ def test_medmnist_rgb_channel_first(tmp_path):
 
 
 def test_medmnist_real_pneumonia(shared_data):
-    images, labels = load_medmnist_npz(shared_data / "pneumoniamnist" / "pneumoniamnist_reconstructed.npz", "train")
+    images, labels = load_medmnist_npz(shared_data / PNEUMONIAMNIST_NPZ, "train")
     assert images.shape == (4708, 28, 28) and set(np.unique(labels)) == {0, 1}
+    assert (labels == 0).sum() == 1214 and (labels == 1).sum() == 3494  # PROVENANCE.md
+    items = medmnist_datalist(shared_data / PNEUMONIAMNIST_NPZ, "train")
+    assert len(items) == 4708 and [it["label"] for it in items[:50]] == labels[:50].tolist()
+    assert items[0]["image"].shape == (1, 28, 28) and items[0]["image"].dtype == np.float32
+    np.testing.assert_allclose(items[7]["image"][0], images[7] / 255.0, atol=1e-7)
 
 
 @pytest.mark.parametrize(

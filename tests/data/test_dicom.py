@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from helpers import CT_DIR, CXR_J2K
 from monai.transforms import LoadImage, LoadImaged
 from monai.transforms.io.array import SUPPORTED_READERS
 from pydicom.sequence import Sequence as DicomSequence
@@ -15,8 +16,7 @@ from pydicom.uid import JPEG2000, generate_uid
 
 from monai_synth.data import ClinicalDicomReader, DicomReadError, load_dicom, make_demo_images, write_demo_dicom
 
-CT = "lung_ct_dicom_lungpetctdx_A0001/dicom"
-RG1 = "chest_xray_dicom_nema_rg1/RG1_J2KI.dcm"
+CT, RG1 = CT_DIR, CXR_J2K
 
 
 @pytest.fixture(scope="module")

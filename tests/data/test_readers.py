@@ -6,13 +6,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from helpers import CT_DIR
 from monai.data import NibabelReader
 from monai.transforms import EnsureChannelFirst, LoadImage, LoadImaged, Orientation
 from monai.transforms.io.array import SUPPORTED_READERS
 
 from monai_synth.data import SimpleITKReader, load_dicom
 
-CT = "lung_ct_dicom_lungpetctdx_A0001/dicom"
+CT = CT_DIR
 NII = "ct_nifti_totalsegmentator_example/example_ct_sm.nii.gz"
 
 

@@ -7,26 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_items
 
 from monai_synth.engines import classification as cls
 from monai_synth.engines.classification import ClassifierRunConfig, train_classifier
 from monai_synth.handlers.mlflow_extras import TrackingUnavailableError, make_client
 from monai_synth.metrics.classification import classification_metrics
 from monai_synth.networks import build_classifier
-
-
-def tiny_items(n: int, seed: int, size: int = 16) -> list[dict]:
-    """Class 1 has a bright square: learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        y = i % 2
-        img = (rng.random((1, size, size)) * 0.3).astype(np.float32)
-        if y:
-            img[:, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] += 0.6
-        out.append({"image": img, "label": y})
-    return out
-
 
 BASE = ClassifierRunConfig(network="resnet10", epochs=2, batch_size=8, lr=0.01, seed=0)
 

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from monai_synth.engines import (
     ClassConditionedPrepareBatch,
+    DiffusionRecipe,
     build_diffusion_trainer,
     build_diffusion_unet,
     build_scheduler,
+    ddim_from,
     diffusion_target,
+    generate_dataset,
     get_loss_function,
 )
 from monai_synth.inferers import sample
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 PRED = torch.tensor([0.0, 0.5, 3.0, -2.0])
 TARGET = torch.tensor([0.2, 0.5, 0.0, 0.0])
@@ -100,6 +96,48 @@ def test_build_scheduler_unknown():
         build_scheduler("pndm")
 
 
+@pytest.mark.parametrize(
+    "schedule, prediction_type, clip", [("cosine", "v_prediction", False), ("linear_beta", "epsilon", True)]
+)
+def test_ddim_from_copies_the_training_schedule(schedule, prediction_type, clip):
+    src = build_scheduler("ddpm", num_train_timesteps=40, schedule=schedule, prediction_type=prediction_type,
+                          clip_sample=clip)  # fmt: skip
+    ddim = ddim_from(src)
+    assert isinstance(ddim, DDIMScheduler) and ddim.num_train_timesteps == 40
+    assert ddim.prediction_type == prediction_type and ddim.clip_sample is clip
+    for name in ("betas", "alphas", "alphas_cumprod"):
+        torch.testing.assert_close(getattr(ddim, name), getattr(src, name), rtol=0, atol=0, msg=name)
+    assert ddim_from(src, clip_sample=not clip).clip_sample is (not clip)
+    # a deterministic DDIM step (Song et al. 2021, Eq. 12, eta = 0) uses the source's cumulative alphas
+    ddim = ddim_from(src, clip_sample=False)
+    ddim.set_timesteps(10)
+    g = torch.Generator().manual_seed(0)
+    x, out = torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g)
+    t = int(ddim.timesteps[0])
+    ab_t, ab_prev = src.alphas_cumprod[t], src.alphas_cumprod[t - 4]
+    if prediction_type == "epsilon":
+        x0, eps = (x - (1 - ab_t).sqrt() * out) / ab_t.sqrt(), out
+    else:  # v = sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans & Ho 2022)
+        x0 = ab_t.sqrt() * x - (1 - ab_t).sqrt() * out
+        eps = ab_t.sqrt() * out + (1 - ab_t).sqrt() * x
+    expected = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
+    torch.testing.assert_close(ddim.step(out, t, x, eta=0.0)[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_trainer_and_generation_defaults_come_from_the_recipe():
+    trainer = inspect.signature(build_diffusion_trainer).parameters
+    for arg, field in [("lr", "lr"), ("loss", "loss"), ("ema_decay", "ema_decay"), ("grad_clip_norm", "grad_clip_norm"),
+                       ("cond_drop_prob", "cond_drop_prob")]:  # fmt: skip
+        assert trainer[arg].default == getattr(DiffusionRecipe, field), arg
+    gen = inspect.signature(generate_dataset).parameters
+    for arg, field in [("guidance_scale", "guidance_scale"), ("num_inference_steps", "sample_steps"),
+                       ("eta", "sample_eta")]:  # fmt: skip
+        assert gen[arg].default == getattr(DiffusionRecipe, field), arg
+    recipe = DiffusionRecipe
+    assert (recipe.lr, recipe.loss, recipe.ema_decay, recipe.grad_clip_norm) == (1e-3, "l1", 0.999, 1.0)
+    assert (recipe.guidance_scale, recipe.sample_steps, recipe.sample_eta) == (1.0, 50, 1.0)
+
+
 def test_default_unet_28x28():
     net = build_diffusion_unet(num_classes=2)
     assert net.num_class_embeds == 3
@@ -142,7 +180,6 @@ def toy_set(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def toy_model():
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     x, y = toy_set(64)
     loader = torch.utils.data.DataLoader([{"image": x[i], "label": y[i]} for i in range(64)], batch_size=64)

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from ignite.engine import Events
 
 from monai_synth.engines import build_diffusion_trainer, build_diffusion_unet, build_scheduler
 from monai_synth.handlers import checkpoint_path, latest_checkpoint, load_checkpoint
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_trainer(ckpt_dir, max_epochs, sample_dir=None):

@@ -4,40 +4,19 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
-from monai.networks.nets import DiffusionModelUNet
+from helpers import tiny_unet
 from monai.networks.schedulers import DDIMScheduler
 from monai.transforms import LoadImage
 from PIL import Image
 
 from monai_synth.data.writers import to_uint8, to_unit_range, write_nifti, write_png
-from monai_synth.engines import generate_dataset, load_weights_for_sampling, plan_class_counts
+from monai_synth.engines import generate_dataset, plan_class_counts
 from monai_synth.engines.generate import GenerationSettingsError, model_fingerprint
-from monai_synth.handlers import save_checkpoint
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def tiny(num_classes=2, seed=0):
-    torch.manual_seed(seed)
-    return DiffusionModelUNet(
-        2,
-        1,
-        1,
-        channels=(8, 8),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_class_embeds=None if num_classes is None else num_classes + 1,
-    )
 
 
 def run(out, model=None, **kw):
@@ -51,7 +30,7 @@ def run(out, model=None, **kw):
         progress=False,
     )
     args.update(kw)
-    return generate_dataset(model or tiny(), DDIMScheduler(num_train_timesteps=10), out, **args)
+    return generate_dataset(model or tiny_unet(), DDIMScheduler(num_train_timesteps=10), out, **args)
 
 
 @pytest.mark.parametrize(
@@ -125,12 +104,12 @@ def test_generate_resume(tmp_path):
 @pytest.mark.parametrize(
     "change,field",
     [
-        (dict(guidance_scale=1.0), "guidance_scale"),
+        (dict(guidance_scale=2.0), "guidance_scale"),  # the default is DiffusionRecipe.guidance_scale = 1
         (dict(num_inference_steps=3), "timesteps"),
         (dict(seed=6), "seed"),
         (dict(batch_size=3), "batch_size"),
         (dict(num_per_class=[2, 2]), "counts"),
-        (dict(model=tiny(seed=1)), "model"),
+        (dict(model=tiny_unet(seed=1)), "model"),
     ],
 )
 def test_generate_refuses_resume_with_other_settings(tmp_path, change, field):
@@ -141,7 +120,7 @@ def test_generate_refuses_resume_with_other_settings(tmp_path, change, field):
     assert str(tmp_path) in str(err.value) and "new folder" in str(err.value)
     assert sorted(p.read_bytes() for p in (tmp_path / "png").rglob("*.png")) == before  # nothing touched
     # the same settings (and an equal copy of the weights) still resume; a second format may be added
-    assert run(tmp_path, model=tiny()).skipped == 5
+    assert run(tmp_path, model=tiny_unet()).skipped == 5
     assert run(tmp_path, formats=("png", "nifti")).written == 5
 
 
@@ -153,21 +132,20 @@ def test_generate_manifest_unreadable(tmp_path):
 
 
 def test_model_fingerprint():
-    assert model_fingerprint(tiny()) == model_fingerprint(tiny())
-    assert model_fingerprint(tiny()) != model_fingerprint(tiny(seed=1))
-    m = tiny()
+    assert model_fingerprint(tiny_unet()) == model_fingerprint(tiny_unet())
+    assert model_fingerprint(tiny_unet()) != model_fingerprint(tiny_unet(seed=1))
+    m = tiny_unet()
     with torch.no_grad():
         next(m.parameters())[0].view(-1)[0] += 1e-6
-    assert model_fingerprint(m) != model_fingerprint(tiny())
+    assert model_fingerprint(m) != model_fingerprint(tiny_unet())
 
 
 def test_generate_unconditional(tmp_path):
-    res = run(tmp_path, model=tiny(None), num_per_class=[3])
+    res = run(tmp_path, model=tiny_unet(None), num_per_class=[3])
     assert res.counts == [3] and len(list((tmp_path / "png" / "class_0").glob("*.png"))) == 3
 
 
 def test_generate_dicom_and_nifti(tmp_path):
-    pydicom = pytest.importorskip("pydicom")
     from monai_synth.data.deid import check_deidentified
 
     res = run(tmp_path, formats=("dicom", "nifti", "png"), class_names=["normal", "pneumonia"])
@@ -199,7 +177,6 @@ def test_generate_dicom_and_nifti(tmp_path):
 
 def _real_like_source(tmp_path):
     """A 'real' DICOM with identifiers, to check nothing leaks (written with pydicom's test helpers)."""
-    import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -224,33 +201,9 @@ def test_writers_values(tmp_path):
     assert to_uint8(unit).tolist() == [[[0, 128], [255, 255]]]
     write_png(unit, tmp_path / "a.png")
     assert np.asarray(Image.open(tmp_path / "a.png")).tolist() == [[0, 128], [255, 255]]
-    nib = pytest.importorskip("nibabel")
     write_nifti(unit, tmp_path / "a.nii.gz")
     assert np.allclose(nib.load(tmp_path / "a.nii.gz").get_fdata(), unit[0].T)
     with pytest.raises(ValueError, match="single-channel"):
         write_png(np.zeros((3, 2, 2)), tmp_path / "b.png")
     with pytest.raises(ValueError, match="formats"):
         run(tmp_path / "x", formats=("jpeg",))
-
-
-def test_load_weights_for_sampling(tmp_path):
-    from monai_synth.handlers import create_ema_model
-
-    net = tiny(seed=1)
-    ema = create_ema_model(net, decay=0.5)
-    ema.update_parameters(net)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(1.0)
-    save_checkpoint(tmp_path / "ck" / "checkpoint_epoch00001.pt", net, ema_model=ema)
-    target = tiny(seed=2)
-    load_weights_for_sampling(target, tmp_path / "ck")  # folder -> latest, EMA weights
-    for a, b in zip(target.parameters(), ema.module.parameters()):
-        assert torch.equal(a, b)
-    load_weights_for_sampling(target, tmp_path / "ck" / "checkpoint_epoch00001.pt", use_ema=False)
-    for a, b in zip(target.parameters(), net.parameters()):
-        assert torch.equal(a, b)
-    torch.save(net.state_dict(), tmp_path / "plain.pt")
-    load_weights_for_sampling(tiny(seed=3), tmp_path / "plain.pt")
-    with pytest.raises(FileNotFoundError, match="checkpoint"):
-        load_weights_for_sampling(target, tmp_path)

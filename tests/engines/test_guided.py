@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pydicom
 import pytest
 import torch
-from monai.networks.nets import DiffusionModelUNet
+from helpers import CT_STUDY, CT_UID_FIRST, tiny_unet
 from monai.networks.schedulers import DDIMScheduler
+from PIL import Image
 
-from monai_synth.data.annotations import BoundingBox, load_voc_annotations
-from monai_synth.engines.guided import (
+from monai_synth.apps.guided import (
+    GuidedSampler,
     PreparedImage,
     breast_bounding_box,
     build_reference_pairs,
@@ -20,7 +22,6 @@ from monai_synth.engines.guided import (
     load_ct_slice,
     load_mammogram,
     load_prepared_images,
-    load_trained_network,
     make_demo_guided_data,
     mammo_patch_transform,
     prepare_mammo_patch,
@@ -31,25 +32,8 @@ from monai_synth.engines.guided import (
     without_boxes,
     write_annotated_samples,
 )
-
-CT = "lung_ct_dicom_lungpetctdx_A0001"
-UID_FIRST = "1.3.6.1.4.1.14519.5.2.1.6655.2359.136943255924913899762603730997"  # box 278,308,360,394
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _tiny_unet():
-    torch.manual_seed(0)
-    return DiffusionModelUNet(
-        spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8), attention_levels=(False, False),
-        num_res_blocks=1, norm_num_groups=8,
-    )
+from monai_synth.data.annotations import BoundingBox, load_voc_annotations
+from monai_synth.handlers import load_weights_for_sampling
 
 
 def _ramp(size=16, value=0.0):
@@ -60,16 +44,15 @@ def _ramp(size=16, value=0.0):
 
 
 def test_ct_slice_matches_pydicom_by_hand(shared_data):
-    pydicom = pytest.importorskip("pydicom")
-    folder = shared_data / CT
+    folder = shared_data / CT_STUDY
     anns = load_voc_annotations(folder / "annotations")
-    f = next(p for p in sorted((folder / "dicom").glob("*.dcm")) if pydicom.dcmread(p).SOPInstanceUID == UID_FIRST)
+    f = next(p for p in sorted((folder / "dicom").glob("*.dcm")) if pydicom.dcmread(p).SOPInstanceUID == CT_UID_FIRST)
     full = load_ct_slice(f, size=512, window="lung", annotations=anns)
     # independent reference: HU = stored - 1024 (PROVENANCE), lung window L -600 W 1500 -> [-1350, 150] -> [-1, 1]
     hu = pydicom.dcmread(f).pixel_array.astype(np.float32) - 1024.0
     expected = np.clip((hu + 1350.0) / 1500.0, 0, 1) * 2 - 1
     np.testing.assert_allclose(full.image[0].numpy(), expected, atol=1e-4)
-    assert full.uid == UID_FIRST and full.boxes == [BoundingBox("A", 278, 308, 360, 394)]
+    assert full.uid == CT_UID_FIRST and full.boxes == [BoundingBox("A", 278, 308, 360, 394)]
     small = load_ct_slice(f, size=64, window="lung", annotations=anns)
     assert small.image.shape == (1, 64, 64) and small.boxes[0].to_dict() == {
         "label": "A", "xmin": 34, "ymin": 38, "xmax": 45, "ymax": 49}
@@ -79,7 +62,7 @@ def test_ct_slice_matches_pydicom_by_hand(shared_data):
 
 
 def test_real_ct_pairs(shared_data):
-    data = resolve_guided_data("ct", shared_data / CT / "dicom", shared_data / CT / "annotations")
+    data = resolve_guided_data("ct", shared_data / CT_STUDY / "dicom", shared_data / CT_STUDY / "annotations")
     images = load_prepared_images(data, size=32, window="soft_tissue")
     assert len(images) == 16 and len(with_boxes(images)) == 11 and len(without_boxes(images)) == 5
     pairs = build_reference_pairs(without_boxes(images), with_boxes(images), num_samples=3)
@@ -211,7 +194,7 @@ def test_edge_blend_fades_patch_into_anatomy():
 
 
 def test_guided_sample_pairs_and_outputs(tmp_path):
-    model = _tiny_unet()
+    model = tiny_unet(num_classes=None)
     sched = DDIMScheduler(num_train_timesteps=50)
     anat = [_ramp(16, -0.5)]
     img = torch.full((1, 16, 16), -0.5)
@@ -229,8 +212,6 @@ def test_guided_sample_pairs_and_outputs(tmp_path):
     rec = json.loads(jsons[1].read_text())
     assert rec["boxes"] == [{"label": "A", "xmin": 4, "ymin": 4, "xmax": 11, "ymax": 11}]
     assert rec["pathology_reference"] == "p" and (tmp_path / "anatomy_0001.png").is_file()
-    from PIL import Image
-
     montage = np.asarray(Image.open(save_montage(tmp_path, tmp_path / "m.png", num_rows=2, scale=3)))
     assert montage.shape == (2 * 48 + 2, 5 * 48 + 4 * 2, 3)
     # last tile: red box outline at rows/cols 4*3 .. 12*3-1 of the first sample
@@ -240,8 +221,6 @@ def test_guided_sample_pairs_and_outputs(tmp_path):
 
 
 def test_write_annotated_samples(tmp_path):
-    from PIL import Image
-
     images = torch.stack([torch.full((1, 8, 8), -1.0), torch.full((1, 8, 8), 1.0)])
     boxes = [BoundingBox("A", 1, 2, 3, 4), BoundingBox("B", 0, 0, 7, 7)]
     paths = write_annotated_samples(images, boxes, tmp_path, extra=[{"k": 1}, {"k": 2}])
@@ -271,6 +250,26 @@ def test_resolve_errors(kwargs, match):
         resolve_guided_data(**kwargs)
 
 
-def test_load_trained_network_needs_checkpoint(tmp_path):
-    with pytest.raises(ValueError, match="run the training config first"):
-        load_trained_network(_tiny_unet(), tmp_path)
+def test_guided_sampler_runs_run_guided_sampling(tmp_path):
+    """The bundles' config component: calling it equals run_guided_sampling with the same arguments."""
+    model, sched = tiny_unet(num_classes=None), DDIMScheduler(num_train_timesteps=50)
+    anat = [_ramp(16, -0.5)]
+    img = torch.full((1, 16, 16), -0.5)
+    img[0, 4:12, 4:12] = 0.8
+    path = [PreparedImage(img, [BoundingBox("A", 4, 4, 11, 11)], "p")]
+    options = dict(num_samples=2, num_inference_steps=3)
+    sampler = GuidedSampler(model, sched, anat, path, tmp_path / "a", **options)
+    jsons = sampler()
+    direct = run_guided_sampling(model, sched, anat, path, tmp_path / "b", **options)
+    assert [p.name for p in jsons] == [p.name for p in direct] and len(jsons) == 2
+    assert all(p.parent == tmp_path / "a" for p in jsons)
+    for a, b in zip(jsons, direct):
+        assert json.loads(a.read_text()) == json.loads(b.read_text())
+        np.testing.assert_array_equal(np.asarray(Image.open(a.with_suffix(".png"))),
+                                      np.asarray(Image.open(b.with_suffix(".png"))))  # fmt: skip
+
+
+def test_sampling_weights_need_a_checkpoint(tmp_path):
+    """The guided bundles load their network with the one weights loader (was ``load_trained_network``)."""
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        load_weights_for_sampling(tiny_unet(num_classes=None), tmp_path)

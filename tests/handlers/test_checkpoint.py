@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_unet
 
-from monai_synth.handlers import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
+from monai_synth.handlers import (
+    checkpoint_path,
+    create_ema_model,
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights_for_sampling,
+    save_checkpoint,
+)
 
 
 def net_and_opt(seed=0):
@@ -99,11 +107,11 @@ def _batches():
 
 @pytest.mark.parametrize("stop_at,done_epochs", [(5, 1), (6, 2)])
 def test_saver_writes_the_weights_of_a_terminated_run(tmp_path, stop_at, done_epochs):
-    from monai_synth.handlers import CheckpointResumer, CheckpointSaver
+    from monai_synth.handlers import AtomicCheckpointSaver, CheckpointResumer
 
     net, opt = net_and_opt()
     engine = _engine(net, opt, stop_at)
-    CheckpointSaver(tmp_path, network=net, optimizer=opt, keep_last=None).attach(engine)
+    AtomicCheckpointSaver(tmp_path, network=net, optimizer=opt, keep_last=None).attach(engine)
     engine.run(_batches(), max_epochs=4)
     assert engine.state.iteration == stop_at
     path = latest_checkpoint(tmp_path)
@@ -118,3 +126,25 @@ def test_saver_writes_the_weights_of_a_terminated_run(tmp_path, stop_at, done_ep
     CheckpointResumer(tmp_path, network=net2, optimizer=opt2, map_location="cpu").attach(resumed)
     resumed.run(_batches(), max_epochs=4)
     assert resumed.state.iteration == 12 and resumed.state.epoch == 4
+
+
+def test_load_weights_for_sampling(tmp_path):
+    """The one sampling-weights loader: a folder (latest checkpoint, EMA), a checkpoint file (raw), a state dict."""
+    net = tiny_unet(seed=1)
+    ema = create_ema_model(net, decay=0.5)
+    ema.update_parameters(net)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    save_checkpoint(tmp_path / "ck" / "checkpoint_epoch00001.pt", net, ema_model=ema)
+    target = tiny_unet(seed=2)
+    load_weights_for_sampling(target, tmp_path / "ck")  # folder -> latest, EMA weights
+    for a, b in zip(target.parameters(), ema.module.parameters()):
+        assert torch.equal(a, b)
+    load_weights_for_sampling(target, tmp_path / "ck" / "checkpoint_epoch00001.pt", use_ema=False)
+    for a, b in zip(target.parameters(), net.parameters()):
+        assert torch.equal(a, b)
+    torch.save(net.state_dict(), tmp_path / "plain.pt")
+    load_weights_for_sampling(tiny_unet(seed=3), tmp_path / "plain.pt")
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        load_weights_for_sampling(target, tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mlflow
 import pytest
 import torch
 from ignite.engine import Engine, Events
@@ -97,7 +98,6 @@ def test_handler_with_precomputed_features_and_prefix():
 @pytest.fixture
 def mlflow_tmp(tmp_path):
     """MLflow tracking in a temporary sqlite store; the previous tracking URI is restored afterwards."""
-    mlflow = pytest.importorskip("mlflow")
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     yield mlflow

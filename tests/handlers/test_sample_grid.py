@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from monai.networks.nets import DiffusionModelUNet
+from helpers import tiny_unet
 from monai.networks.schedulers import DDIMScheduler
 from PIL import Image
 
@@ -25,17 +25,7 @@ def test_make_grid_layout_and_values():
 
 
 def test_sample_grid_handler(tmp_path):
-    torch.manual_seed(0)
-    net = DiffusionModelUNet(
-        2,
-        1,
-        1,
-        channels=(8, 8),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_class_embeds=3,
-    )
+    net = tiny_unet(num_classes=2)
     handler = SampleGridHandler(
         net,
         DDIMScheduler(num_train_timesteps=10),

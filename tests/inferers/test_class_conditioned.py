@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_unet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from monai_synth.inferers import ClassConditionedDiffusionInferer, drop_class_labels, sample
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threading overhead dominates on a shared 2-core machine
-    yield
-    torch.set_num_threads(n)
 
 
 class Spy(torch.nn.Module):
@@ -99,19 +92,7 @@ def test_init_errors(kwargs, match):
 
 
 def test_sample_delegates_to_shared_loop():
-    from monai.networks.nets import DiffusionModelUNet
-
-    torch.manual_seed(0)
-    net = DiffusionModelUNet(
-        2,
-        1,
-        1,
-        channels=(8, 8),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_class_embeds=3,
-    )
+    net = tiny_unet(num_classes=2)
     sched = DDIMScheduler(num_train_timesteps=20)
     sched.set_timesteps(4)
     inf = ClassConditionedDiffusionInferer(sched, num_classes=2)

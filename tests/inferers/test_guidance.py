@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.networks.nets import DiffusionModelUNet
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+from helpers import tiny_scheduler, tiny_unet
 
 from monai_synth.inferers.guidance import (
     Condition,
@@ -20,22 +19,8 @@ from monai_synth.transforms import patch_weight_map
 T_TRAIN = 50
 
 
-def _unet(num_class_embeds: int | None = None) -> DiffusionModelUNet:
-    torch.manual_seed(0)
-    return DiffusionModelUNet(
-        spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8), attention_levels=(False, False),
-        num_res_blocks=1, norm_num_groups=8, num_class_embeds=num_class_embeds,
-    )
-
-
 def _scheduler(kind: str):
-    if kind == "ddpm":
-        s = DDPMScheduler(num_train_timesteps=T_TRAIN)
-        s.set_timesteps(T_TRAIN)
-    else:
-        s = DDIMScheduler(num_train_timesteps=T_TRAIN)
-        s.set_timesteps(10)
-    return s
+    return tiny_scheduler(kind, T_TRAIN, T_TRAIN if kind == "ddpm" else 10)
 
 
 def _smooth_images(n: int, size: int, seed: int, factor: int = 2) -> torch.Tensor:
@@ -105,7 +90,7 @@ def test_reference_noised_to_prev_t():
 
 @pytest.mark.parametrize("kind", ["ddpm", "ddim"])
 def test_zero_weight_equals_unguided(kind):
-    model = _unet()
+    model = tiny_unet(num_classes=None)
     y = _smooth_images(4, 16, seed=1)
     zero = MultiConditionGuidance([Condition(y, factor=4, weight=torch.zeros(1, 1, 16, 16))])
     torch.testing.assert_close(_run(model, kind, zero), _run(model, kind, None), rtol=0, atol=0)
@@ -113,7 +98,7 @@ def test_zero_weight_equals_unguided(kind):
 
 @pytest.mark.parametrize("kind", ["ddpm", "ddim"])
 def test_ilvr_matches_reference_low_frequencies(kind):
-    model = _unet()
+    model = tiny_unet(num_classes=None)
     y = _smooth_images(4, 16, seed=2, factor=4)
     guided = _run(model, kind, ilvr_guidance(y, factor=4))
     unguided = _run(model, kind, None)
@@ -124,7 +109,7 @@ def test_ilvr_matches_reference_low_frequencies(kind):
 
 
 def test_seeded_and_batched():
-    model = _unet()
+    model = tiny_unet(num_classes=None)
     y = _smooth_images(4, 16, seed=5)
     guid = ilvr_guidance(y, factor=2)
     a, b, c = _run(model, "ddpm", guid, seed=1), _run(model, "ddpm", guid, seed=1), _run(model, "ddpm", guid, seed=2)
@@ -138,7 +123,7 @@ def test_seeded_and_batched():
 
 
 def test_pathology_region_follows_pathology_reference():
-    model = _unet()
+    model = tiny_unet(num_classes=None)
     size = 32
     anatomy = _smooth_images(4, size, seed=10)
     pathology = _smooth_images(4, size, seed=11)
@@ -158,7 +143,7 @@ def test_pathology_region_follows_pathology_reference():
 
 
 def test_class_conditional_model_with_guidance():
-    model = _unet(num_class_embeds=3)  # 2 classes + null class for CFG
+    model = tiny_unet(num_classes=2)  # 2 classes + null class for CFG
     y = _smooth_images(4, 16, seed=6, factor=4)
     labels = torch.tensor([0, 1, 0, 1])
     out = _run(model, "ddim", ilvr_guidance(y, factor=4), class_labels=labels, guidance_scale=2.0)
@@ -198,11 +183,3 @@ def test_strategy_errors():
     with pytest.raises(ValueError, match="divide"):
         ilvr_guidance(torch.zeros(1, 1, 6, 6), factor=4)(torch.zeros(1, 1, 6, 6), 0, -1, _scheduler("ddpm"), None)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions gain nothing from threads; one thread avoids stalls when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

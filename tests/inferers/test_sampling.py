@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.networks.nets import DiffusionModelUNet
+from helpers import tiny_scheduler, tiny_unet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from monai_synth.inferers import (
@@ -16,32 +16,8 @@ from monai_synth.inferers import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threading overhead dominates on a shared 2-core machine
-    yield
-    torch.set_num_threads(n)
-
-
-def tiny_unet(num_classes: int | None = 2, seed: int = 0) -> DiffusionModelUNet:
-    torch.manual_seed(seed)
-    return DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=1,
-        channels=(8, 8),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_class_embeds=None if num_classes is None else num_classes + 1,
-    )
-
-
 def ddim(steps: int = 5, **kw) -> DDIMScheduler:
-    s = DDIMScheduler(num_train_timesteps=50, **kw)
-    s.set_timesteps(steps)
-    return s
+    return tiny_scheduler("ddim", 50, steps, **kw)
 
 
 LABELS = torch.tensor([0, 1, 1, 0])

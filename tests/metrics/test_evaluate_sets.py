@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -78,7 +79,6 @@ def test_evaluate_sets_unknown_set():
 
 
 def test_evaluate_sets_logs_mlflow(tmp_path):
-    mlflow = pytest.importorskip("mlflow")
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:

@@ -24,7 +24,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from reliability_helpers import CT_SLICE, CXR_J2K, copy_shared, snapshot, tiny_unet
+from helpers import CT_SLICE, CXR_J2K, copy_shared, snapshot, tiny_unet
 
 from monai_synth.data import DicomReadError, load_dicom
 
@@ -189,7 +189,7 @@ def ct_without_rescale_into_scale_to_hu(env: Env) -> Case:
 # ------------------------------------------------------------------------------------------------ NIfTI / arrays
 def _volume_with(env: Env, value: float, name: str) -> Path:
     arr = np.zeros((4, 8, 8), np.float32)
-    arr[1, 3, 2] = value
+    arr[1, 3, 4] = value  # in the middle slice (last NIfTI axis), the 2D image that load_image_2d reads
     p = env.tmp / "in" / name
     p.parent.mkdir(parents=True, exist_ok=True)
     if name.endswith(".nii.gz"):
@@ -246,9 +246,11 @@ def image_zero_size_privacy_filter(env: Env) -> Case:
 
 
 def image_wrong_rank_metrics(env: Env) -> Case:
-    from monai_synth.metrics.memorization import filter_near_copies
+    from monai_synth.metrics.memorization import memorization_audit
 
-    return Case(lambda: filter_near_copies(np.zeros((8, 8)), np.zeros((2, 1, 8, 8)), 0.1), ValueError, ("(N, C",))
+    return Case(
+        lambda: memorization_audit(np.zeros((8, 8)), np.zeros((2, 1, 8, 8)), threshold=0.1), ValueError, ("(N, C",)
+    )
 
 
 def image_wrong_intensity_range(env: Env) -> Case:
@@ -530,9 +532,9 @@ def mlflow_unreachable_classifier(env: Env) -> Case:
 
 
 def mlflow_unreachable_study(env: Env) -> Case:
+    from monai_synth.apps.augmentation.study import run_study
     from monai_synth.engines import ClassifierRunConfig
     from monai_synth.handlers.mlflow_extras import TrackingUnavailableError
-    from monai_synth.study import run_study
 
     uri = "http://127.0.0.1:9"
     items = _toy_items()
@@ -680,16 +682,8 @@ CASES: dict[str, Callable[[Env], Case]] = {
     )
 }
 
-# Cases failing in another engineer's module are listed here (strict xfail, recorded in docs/reliability.md), so a
-# fix turns them into XPASS -> failure and the entry must then be removed.
-KNOWN_FAILURES: dict[str, str] = {}  # none left: the cases found failing were fixed (docs/reliability.md)
 
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[n])) if n in KNOWN_FAILURES else n
-     for n in CASES],
-)  # fmt: skip
+@pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, tmp_path, request, monkeypatch):
     env = Env(tmp_path, request, monkeypatch)
     case = CASES[name](env)

@@ -10,11 +10,11 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from helpers import CT_SLICE, copy_shared, tiny_unet
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
-from reliability_helpers import CT_SLICE, copy_shared, tiny_unet
 
 from monai_synth.data.deid import PS315_BASIC_PROFILE, Violation, check_deidentified, profile_tags
 from monai_synth.data.writers import write_synthetic_dicom
@@ -234,9 +234,9 @@ def test_profile_tags_filter():
 def test_generate_dataset_dicom_outputs_carry_nothing_from_filled_inputs(filled_inputs, sources, tmp_path):
     """Inputs with every profile attribute filled -> read by the pipeline's loader -> generate_dataset DICOM outputs:
     no input value, new Study/Series/SOP UIDs, marked derived and de-identified."""
+    from monai_synth.apps.guided import load_ct_slice
     from monai_synth.engines.diffusion import build_scheduler
     from monai_synth.engines.generate import generate_dataset
-    from monai_synth.engines.guided import load_ct_slice
 
     refs = [load_ct_slice(p, size=8) for p in filled_inputs]  # what training would consume
     assert all(r.image.shape == (1, 8, 8) for r in refs)
@@ -256,9 +256,9 @@ def test_generate_dataset_dicom_outputs_carry_nothing_from_filled_inputs(filled_
 @pytest.fixture
 def guided_outputs(filled_inputs, tmp_path) -> tuple[Path, list]:
     """Guided (seed 001) outputs made from the filled CT inputs with a tiny untrained model."""
+    from monai_synth.apps.guided import load_ct_slice, run_guided_sampling
     from monai_synth.data.annotations import BoundingBox
     from monai_synth.engines.diffusion import build_scheduler
-    from monai_synth.engines.guided import load_ct_slice, run_guided_sampling
 
     refs = [load_ct_slice(p, size=16) for p in filled_inputs]
     refs[1].boxes = [BoundingBox("A", 4, 4, 10, 10)]

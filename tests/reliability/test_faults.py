@@ -147,12 +147,7 @@ def test_training_killed_at_random_moments_resumes_to_the_same_state(tmp_path):
 
     # reference: the same run without interruption, in this process
     script = _module("tiny_train")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        script.make_trainer(tmp_path / "ref", max_epochs).run()
-    finally:
-        torch.set_num_threads(threads)
+    script.make_trainer(tmp_path / "ref", max_epochs).run()  # one thread, as the script (tests/conftest.py)
     ref = safe_torch_load(checkpoint_path(tmp_path / "ref", max_epochs))
     assert final["trainer"] == ref["trainer"] and final["trainer"]["epoch"] == max_epochs
     for key in ("network", "optimizer", "ema"):
@@ -161,8 +156,8 @@ def test_training_killed_at_random_moments_resumes_to_the_same_state(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ study
 def test_study_killed_mid_run_redoes_only_the_killed_run(tmp_path):
+    from monai_synth.apps.augmentation.study import RUN_KEY_TAG, run_study
     from monai_synth.handlers.mlflow_extras import make_client
-    from monai_synth.study import RUN_KEY_TAG, run_study
 
     rng = np.random.default_rng(7)
     p = Proc("tiny_study.py", tmp_path)
@@ -197,12 +192,12 @@ def test_study_killed_mid_run_redoes_only_the_killed_run(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ generation
 def _decode_all(out: Path) -> dict[str, np.ndarray]:
-    from monai_synth.engines.privacy import load_unit_image
+    from monai_synth.data import load_image_2d
 
     images = {}
     for f in sorted(out.rglob("synth_*")):
         assert not f.name.startswith("."), f
-        images[str(f.relative_to(out))] = load_unit_image(f)  # raises on a half-written file
+        images[str(f.relative_to(out))] = load_image_2d(f, rescale="dtype").numpy()  # raises if half-written
     return images
 
 
@@ -241,13 +236,8 @@ def test_generation_killed_leaves_no_half_written_images_and_rerun_completes(tmp
 
     from monai_synth.engines.generate import generate_dataset
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model, sched = script.make_model_and_scheduler()
-        generate_dataset(model, sched, tmp_path / "ref", **script.KWARGS)
-    finally:
-        torch.set_num_threads(threads)
+    model, sched = script.make_model_and_scheduler()  # one thread, as the script (tests/conftest.py)
+    generate_dataset(model, sched, tmp_path / "ref", **script.KWARGS)
     ref = _decode_all(tmp_path / "ref")
     assert ref.keys() == final.keys()
     for name in ref:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability_helpers import CT_SLICE, CXR_J2K
+from helpers import CT_SLICE, CXR_J2K
 
 from monai_synth.data import DicomReadError, load_dicom
 

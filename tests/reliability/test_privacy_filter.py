@@ -8,15 +8,20 @@ import json
 import numpy as np
 import pytest
 import torch
-from reliability_helpers import tiny_unet
+from helpers import tiny_unet
 
+from monai_synth.data import load_image_2d
 from monai_synth.engines.privacy import (
     PrivacyFilter,
     filter_generated_dataset,
-    load_unit_image,
     privacy_filter,
     threshold_from_holdout,
 )
+
+
+def _unit(path) -> np.ndarray:
+    """A written image back in [0, 1] (integer images divided by their type's maximum, as the writers store them)."""
+    return load_image_2d(path, rescale="dtype").numpy()
 
 
 def brute_nearest(syn: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,10 +96,10 @@ def test_filter_generated_dataset_removes_copies_in_every_format(tmp_path):
     # plant: the training set contains generated image 2 (e.g. the model memorised a training image)
     rng = np.random.default_rng(0)
     train = rng.random((5, 1, 8, 8)).astype(np.float32)
-    train[4] = load_unit_image(out / items[2]["image"])
+    train[4] = _unit(out / items[2]["image"])
     for fmt in ("dicom", "nifti"):  # every format decodes to the same image
         other = json.loads((out / f"datalist_{fmt}.json").read_text())["training"][2]["image"]
-        np.testing.assert_allclose(load_unit_image(out / other), train[4], atol=1 / 255 + 1e-6)
+        np.testing.assert_allclose(_unit(out / other), train[4], atol=1 / 255 + 1e-6)
 
     res = filter_generated_dataset(out, train, threshold=0.01)
     assert res.dropped_indices == [2] and res.nearest_train_indices == [4]
@@ -102,7 +107,7 @@ def test_filter_generated_dataset_removes_copies_in_every_format(tmp_path):
         kept = json.loads((out / name).read_text())["training"]
         assert len(kept) == 5 and all("synth_000002" not in e["image"] for e in kept)
         for e in kept:
-            assert load_unit_image(out / e["image"]).shape == (1, 8, 8)
+            assert _unit(out / e["image"]).shape == (1, 8, 8)
     assert not list(out.rglob("synth_000002*"))
     rows = list(csv.DictReader(open(out / "privacy_filter.csv")))
     assert len(rows) == 1 and rows[0]["synthetic_index"] == "2" and "synth_000002" in rows[0]["image"]
@@ -116,18 +121,18 @@ def test_filter_generated_dataset_needs_a_datalist(tmp_path):
 
 
 def test_pipeline_synthesize_applies_the_privacy_filter(tmp_path):
-    """``pipeline.synthesize(privacy_train=, privacy_threshold=)``: a memorised image never reaches the items."""
-    from monai_synth import pipeline
+    """``synthesize(privacy_train=, privacy_threshold=)``: a memorised image never reaches the items."""
+    from monai_synth.apps.augmentation import DiffusionRecipe, GeneratorResult, synthesize
     from monai_synth.engines.diffusion import build_scheduler
 
-    recipe = pipeline.DiffusionRecipe(image_size=8, sample_steps=2)
-    gen = pipeline.GeneratorResult(tiny_unet(), build_scheduler("ddpm", num_train_timesteps=10), 2, 0, 0, 0.0, 0.0, "")
-    items, _ = pipeline.synthesize(gen, 2, tmp_path / "a", recipe, seed=3)
+    recipe = DiffusionRecipe(image_size=8, sample_steps=2)
+    gen = GeneratorResult(tiny_unet(), build_scheduler("ddpm", num_train_timesteps=10), 2, 0, 0, 0.0, 0.0, "")
+    items, _ = synthesize(gen, 2, tmp_path / "a", recipe, seed=3)
     train = np.stack([items[1]["image"], np.zeros((1, 8, 8), np.float32)])  # image 1 was "memorised"
-    kept, _ = pipeline.synthesize(gen, 2, tmp_path / "b", recipe, seed=3, privacy_train=train, privacy_threshold=0.01)
+    kept, _ = synthesize(gen, 2, tmp_path / "b", recipe, seed=3, privacy_train=train, privacy_threshold=0.01)
     assert len(kept) == 3 and [it["label"] for it in kept] == [0, 1, 1]
     for it in kept:
         assert np.abs(it["image"] - items[1]["image"]).max() > 0.01
     assert (tmp_path / "b" / "privacy_filter.csv").read_text().count("\n") == 2  # header + one dropped image
     with pytest.raises(ValueError, match="privacy_train"):
-        pipeline.synthesize(gen, 2, tmp_path / "c", recipe, privacy_threshold=0.01)
+        synthesize(gen, 2, tmp_path / "c", recipe, privacy_threshold=0.01)

@@ -131,16 +131,16 @@ def _load_checkpoint(p):
 
 
 def _load_weights_for_sampling(p):
-    from monai_synth.engines.generate import load_weights_for_sampling
+    from monai_synth.handlers import load_weights_for_sampling
 
     return load_weights_for_sampling(torch.nn.Linear(2, 2), p)
 
 
-def _load_trained_network(p):
-    from monai_synth.engines.guided import load_trained_network
+def _load_weights_from_checkpoint_dir(p):
+    from monai_synth.handlers import load_weights_for_sampling
 
     p.rename(p.with_name("checkpoint_epoch00001.pt"))
-    return load_trained_network(torch.nn.Linear(2, 2), p.parent)
+    return load_weights_for_sampling(torch.nn.Linear(2, 2), p.parent)
 
 
 def _build_classifier(p):
@@ -157,7 +157,13 @@ def _evaluate_image_set(p):
 
 @pytest.mark.parametrize(
     "loader",
-    [_load_checkpoint, _load_weights_for_sampling, _load_trained_network, _build_classifier, _evaluate_image_set],
+    [
+        _load_checkpoint,
+        _load_weights_for_sampling,
+        _load_weights_from_checkpoint_dir,
+        _build_classifier,
+        _evaluate_image_set,
+    ],
     ids=lambda f: f.__name__.lstrip("_"),
 )
 def test_every_checkpoint_loader_refuses_pickled_objects(loader, tmp_path):

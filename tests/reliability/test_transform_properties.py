@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import as_numpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -31,12 +32,8 @@ HU = st.floats(-1e5, 1e5, allow_nan=False, width=32)
 RANGES = st.tuples(st.floats(-10, 10), st.floats(0.01, 10)).map(lambda t: (t[0], t[0] + t[1]))
 
 
-def _np(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
 def _in_range(out, lo: float, hi: float) -> None:
-    out = _np(out).astype(np.float64)
+    out = as_numpy(out).astype(np.float64)
     tol = 1e-5 * max(1.0, abs(lo), abs(hi))
     assert np.all(np.isfinite(out))
     assert out.min() >= lo - tol and out.max() <= hi + tol, (out.min(), out.max(), lo, hi)
@@ -104,7 +101,7 @@ CONSTANT_CASES = [
 def test_histogram_equalize_constant_image_maps_to_low(value, num_bins):
     """Documented: "a constant image maps to ``low``" -- for any finite constant, of any magnitude."""
     img = np.full((1, 4, 4), value, np.float32)
-    out = _np(HistogramEqualize(num_bins=num_bins, output_range=(-1.0, 1.0))(img))
+    out = as_numpy(HistogramEqualize(num_bins=num_bins, output_range=(-1.0, 1.0))(img))
     np.testing.assert_array_equal(out, np.full_like(img, -1.0))
 
 
@@ -131,7 +128,7 @@ def test_rand_quantile_normalize_any_finite_input(patch, ref, seed, q_lo, q_span
     sigma_factor=st.floats(1e-3, 10.0),
 )
 def test_gaussian_edge_weight_never_increases_magnitude(img, sigma_factor):
-    out = _np(GaussianEdgeWeight(sigma_factor)(img))
+    out = as_numpy(GaussianEdgeWeight(sigma_factor)(img))
     assert out.shape == img.shape and np.all(np.isfinite(out))
     assert np.all(np.abs(out) <= np.abs(img))  # weights lie in [0, 1]
 
@@ -140,7 +137,7 @@ def test_gaussian_edge_weight_never_increases_magnitude(img, sigma_factor):
 def test_non_finite_input_documented_behaviour(value):
     """Non-finite HU are outside the contract; record what the windows do (clip maps +-inf to the range ends)."""
     img = np.array([[[0.0, value]]], np.float32)
-    out = _np(HUWindow("lung")(img))
+    out = as_numpy(HUWindow("lung")(img))
     assert np.isfinite(out[0, 0, 0])
     if np.isnan(value):
         assert np.isnan(out[0, 0, 1])  # NaN propagates: loaders must reject NaN (see docs/reliability.md)

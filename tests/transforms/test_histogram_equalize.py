@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import TYPES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from monai.data import MetaTensor
 
 from monai_synth.transforms import (
     HistogramEqualize,
@@ -17,12 +17,6 @@ from monai_synth.transforms import (
     HistogramEqualizeDict,
     histogram_equalize,
 )
-
-TYPES = {
-    "numpy": (lambda a: np.asarray(a), np.ndarray),
-    "tensor": (lambda a: torch.as_tensor(np.asarray(a)), torch.Tensor),
-    "metatensor": (lambda a: MetaTensor(torch.as_tensor(np.asarray(a)), meta={"tag": "kept"}), MetaTensor),
-}
 
 # Hand computation, 4 bins over [0, 3]: edges 0, .75, 1.5, 2.25, 3 -> levels 0,1,2,3 fall in bins 0..3.
 # counts [2, 2, 1, 1], cdf [2, 4, 5, 6], cdf_min 2, N 6 -> (cdf - 2) / 4 = [0, .5, .75, 1].

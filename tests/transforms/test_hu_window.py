@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import pytest
 import torch
+from helpers import CT_DIR, TYPES, as_numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from monai.data import MetaTensor
 from monai.transforms import Compose, LoadImage, LoadImaged
 
+from monai_synth.data import ClinicalDicomReader
 from monai_synth.transforms import (
     RESCALE_APPLIED_KEY,
     WINDOW_PRESETS,
@@ -28,19 +31,9 @@ from monai_synth.transforms import (
 )
 from monai_synth.utils import WindowPreset
 
-TYPES = {
-    "numpy": lambda a: np.asarray(a),
-    "tensor": lambda a: torch.as_tensor(np.asarray(a)),
-    "metatensor": lambda a: MetaTensor(torch.as_tensor(np.asarray(a)), meta={"tag": "kept"}),
-}
-
-
-def _np(x) -> np.ndarray:
-    return np.asarray(x.detach().cpu()) if isinstance(x, torch.Tensor) else np.asarray(x)
-
 
 def _check_type(out, kind: str) -> None:
-    expected = {"numpy": np.ndarray, "tensor": torch.Tensor, "metatensor": MetaTensor}[kind]
+    expected = TYPES[kind][1]
     assert type(out) is expected, f"{kind} in -> {type(out).__name__} out"
     if kind == "metatensor":
         assert out.meta["tag"] == "kept"
@@ -80,9 +73,9 @@ def test_every_enum_member_has_a_preset():
 )
 def test_lung_window_reference_values(kind, output_range, expected):
     hu = [[-2000.0, -1350.0, -1000.0, -600.0, 150.0, 3000.0]]
-    out = HUWindow("lung", output_range=output_range)(TYPES[kind](hu))
+    out = HUWindow("lung", output_range=output_range)(TYPES[kind][0](hu))
     _check_type(out, kind)
-    np.testing.assert_allclose(_np(out)[0], expected, atol=1e-6)
+    np.testing.assert_allclose(as_numpy(out)[0], expected, atol=1e-6)
 
 
 def test_custom_window_without_clip_extrapolates():
@@ -144,9 +137,9 @@ def test_window_output_is_finite_and_in_range(hu, window, output_range):
 @pytest.mark.parametrize("kind", list(TYPES))
 def test_multiwindow_stacks_windows_as_channels(kind):
     hu = np.array([[[-1350.0, 150.0], [40.0, 400.0]]])  # (1, 2, 2)
-    out = MultiWindow(["lung", "brain", (0.0, 200.0)])(TYPES[kind](hu))
+    out = MultiWindow(["lung", "brain", (0.0, 200.0)])(TYPES[kind][0](hu))
     _check_type(out, kind)
-    out = _np(out)
+    out = as_numpy(out)
     assert out.shape == (3, 2, 2)
     np.testing.assert_allclose(out[0], [[0.0, 1.0], [1390 / 1500, 1.0]], atol=1e-6)
     np.testing.assert_allclose(out[1], [[0.0, 1.0], [0.5, 1.0]], atol=1e-6)
@@ -200,9 +193,9 @@ def test_rescale_from_meta(meta, expected):
 @pytest.mark.parametrize("kind", ["numpy", "tensor", "metatensor"])
 def test_scale_to_hu_explicit_args(kind):
     stored = np.array([[0, 1000, 3000]], dtype=np.uint16)
-    out = ScaleToHU(slope=1.0, intercept=-1024.0)(TYPES[kind](stored.astype(np.int32)))
+    out = ScaleToHU(slope=1.0, intercept=-1024.0)(TYPES[kind][0](stored.astype(np.int32)))
     _check_type(out, kind)
-    np.testing.assert_array_equal(_np(out), [[-1024.0, -24.0, 1976.0]])
+    np.testing.assert_array_equal(as_numpy(out), [[-1024.0, -24.0, 1976.0]])
     if kind == "metatensor":
         assert out.meta[RESCALE_APPLIED_KEY] is True
 
@@ -218,10 +211,10 @@ def test_scale_to_hu_explicit_args(kind):
 def test_scale_to_hu_from_meta_and_not_twice(meta):
     img = MetaTensor(torch.tensor([[0.0, 50.0]]), meta=dict(meta))
     once = ScaleToHU()(img)
-    np.testing.assert_array_equal(_np(once), [[-100.0, 0.0]])
+    np.testing.assert_array_equal(as_numpy(once), [[-100.0, 0.0]])
     assert RESCALE_APPLIED_KEY not in img.meta, "input metadata must not be mutated"
     twice = ScaleToHU()(once)
-    np.testing.assert_array_equal(_np(twice), [[-100.0, 0.0]])
+    np.testing.assert_array_equal(as_numpy(twice), [[-100.0, 0.0]])
 
 
 def test_scale_to_hu_explicit_args_override_meta():
@@ -269,29 +262,28 @@ def test_scale_to_hu_argument_errors(kwargs):
 @pytest.mark.shared
 def test_pydicom_reader_output_is_already_hu(shared_data):
     """MONAI 1.6.1 PydicomReader applies RescaleSlope/Intercept itself: ScaleToHU must not apply them again."""
-    pydicom = pytest.importorskip("pydicom")
-    path = shared_data / "lung_ct_dicom_lungpetctdx_A0001" / "dicom" / "1-15.dcm"
+    path = shared_data / CT_DIR / "1-15.dcm"
     ds = pydicom.dcmread(path)
     hu_ref = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
     img = LoadImage(reader="PydicomReader", ensure_channel_first=True)(path)
     hu = ScaleToHU()(img)
     assert hu.meta[RESCALE_APPLIED_KEY] is True
     # the reader transposes to (x, y): compare against pydicom's (row, column) array transposed
-    np.testing.assert_allclose(_np(hu)[0], hu_ref.T, atol=1e-3)
+    np.testing.assert_allclose(as_numpy(hu)[0], hu_ref.T, atol=1e-3)
     lung = HUWindow("lung")(hu)
-    arr = _np(lung)
+    arr = as_numpy(lung)
     assert arr.min() >= 0.0 and arr.max() <= 1.0 and arr.max() > arr.min()
     air = float(HUWindow("lung")(np.array([[-1000.0]]))[0, 0])
     assert air == pytest.approx(350 / 1500, abs=1e-6) == pytest.approx(0.2333, abs=1e-4)
     # pixels at about -1000 HU (air) land at ~0.233 in the lung window
-    near_air = np.abs(_np(hu)[0] + 1000.0) < 1.0
+    near_air = np.abs(as_numpy(hu)[0] + 1000.0) < 1.0
     assert near_air.any()
     np.testing.assert_allclose(arr[0][near_air], 0.2333, atol=1e-3)
 
 
 @pytest.mark.shared
 def test_pipeline_load_hu_window(shared_data):
-    path = shared_data / "lung_ct_dicom_lungpetctdx_A0001" / "dicom" / "1-15.dcm"
+    path = shared_data / CT_DIR / "1-15.dcm"
     pipeline = Compose(
         [
             LoadImaged("image", reader="PydicomReader", ensure_channel_first=True),
@@ -310,11 +302,10 @@ def test_pipeline_load_hu_window(shared_data):
 @pytest.mark.parametrize("rescale", [False, True], ids=["stored-values", "reader-rescaled"])
 def test_clinical_dicom_reader_stored_values_converted_once(shared_data, rescale):
     """monai_synth's ClinicalDicomReader returns stored values + meta flag; ScaleToHU must reach the same HU."""
-    dicom = pytest.importorskip("monai_synth.data.dicom")
-    path = shared_data / "lung_ct_dicom_lungpetctdx_A0001" / "dicom" / "1-15.dcm"
+    path = shared_data / CT_DIR / "1-15.dcm"
     reference = ScaleToHU()(LoadImage(reader="PydicomReader", ensure_channel_first=True)(path))
-    img = LoadImage(reader=dicom.ClinicalDicomReader(rescale=rescale), ensure_channel_first=True)(path)
+    img = LoadImage(reader=ClinicalDicomReader(rescale=rescale), ensure_channel_first=True)(path)
     assert img.meta[RESCALE_APPLIED_KEY] is rescale
     hu = ScaleToHU()(img)
-    np.testing.assert_allclose(_np(hu), _np(reference), atol=1e-3)
-    np.testing.assert_allclose(_np(ScaleToHU()(hu)), _np(reference), atol=1e-3)
+    np.testing.assert_allclose(as_numpy(hu), as_numpy(reference), atol=1e-3)
+    np.testing.assert_allclose(as_numpy(ScaleToHU()(hu)), as_numpy(reference), atol=1e-3)

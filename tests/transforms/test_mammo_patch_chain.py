@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 from monai.transforms import Compose
@@ -20,7 +21,6 @@ from monai_synth.transforms import (
 
 @pytest.mark.shared
 def test_fig1b_chain_on_real_mammograms(shared_data):
-    pydicom = pytest.importorskip("pydicom")
     root = shared_data / "mammography_cbis_ddsm"
     reference = pydicom.dcmread(root / "sfm-benign-0" / "1-130.dcm").pixel_array[::16, ::16].astype(np.float32)
     source = pydicom.dcmread(root / "sfm-malign-0" / "1-282.dcm").pixel_array[::8, ::8].astype(np.float32)

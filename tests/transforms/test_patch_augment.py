@@ -6,21 +6,11 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from monai.data import MetaTensor
+from helpers import TYPES, as_numpy
 
 from monai_synth.transforms import RandPatchAugment, RandPatchAugmentD, RandPatchAugmentd, RandPatchAugmentDict
 
-TYPES = {
-    "numpy": (lambda a: np.asarray(a), np.ndarray),
-    "tensor": (lambda a: torch.as_tensor(np.asarray(a)), torch.Tensor),
-    "metatensor": (lambda a: MetaTensor(torch.as_tensor(np.asarray(a)), meta={"tag": "kept"}), MetaTensor),
-}
 PATCH = np.arange(64, dtype=np.float32).reshape(1, 8, 8)
-
-
-def _np(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _dihedral(x: np.ndarray) -> list[np.ndarray]:
@@ -46,7 +36,7 @@ def test_right_angle_mode_gives_dihedral_images_and_covers_them():
     refs = _dihedral(PATCH)
     seen = set()
     for _ in range(64):
-        out = _np(t(PATCH))
+        out = as_numpy(t(PATCH))
         matches = [i for i, r in enumerate(refs) if np.array_equal(out, r)]
         assert len(matches) == 1, "right-angle mode must give an exact rotation/flip of the patch"
         seen.add(matches[0])
@@ -58,7 +48,7 @@ def test_any_angle_rotation_differs_from_right_angles_and_keeps_centre():
     patch[0, 7, 7] = 1.0  # centre pixel is a fixed point of any rotation about the centre
     patch[0, 7, 12] = 1.0
     t = RandPatchAugment(rotation="any", flip_prob=0.0).set_random_state(2)
-    out = _np(t(patch))
+    out = as_numpy(t(patch))
     assert out[0, 7, 7] == pytest.approx(1.0, abs=1e-4)
     assert not any(np.allclose(out, r, atol=1e-3) for r in _dihedral(patch))
 
@@ -70,7 +60,7 @@ def test_translation_only_shifts_by_an_offset_within_range():
     t.set_random_state(4)
     shifts = set()
     for _ in range(10):
-        out = _np(t(patch))
+        out = as_numpy(t(patch))
         (r, c) = np.argwhere(out[0] == 1.0)[0]
         assert abs(r - 8) <= 3 and abs(c - 8) <= 3
         shifts.add((r, c))

@@ -6,10 +6,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
+from helpers import TYPES, as_numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from monai.data import MetaTensor
 
 from monai_synth.transforms import (
     GaussianEdgeWeight,
@@ -23,16 +22,6 @@ from monai_synth.transforms import (
     patch_weight_map,
     place_patch,
 )
-
-TYPES = {
-    "numpy": (lambda a: np.asarray(a), np.ndarray),
-    "tensor": (lambda a: torch.as_tensor(np.asarray(a)), torch.Tensor),
-    "metatensor": (lambda a: MetaTensor(torch.as_tensor(np.asarray(a)), meta={"tag": "kept"}), MetaTensor),
-}
-
-
-def _np(x) -> np.ndarray:
-    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 @pytest.mark.parametrize(
@@ -67,8 +56,8 @@ def test_gaussian_edge_weight_multiplies_every_channel(kind):
     if kind == "metatensor":
         assert out.meta["tag"] == "kept"
     w = gaussian_weight((5, 5), 0.2).numpy()
-    np.testing.assert_allclose(_np(out), 3.0 * np.stack([w, w]), rtol=1e-6)
-    assert _np(out)[1, 2, 2] == 3.0
+    np.testing.assert_allclose(as_numpy(out), 3.0 * np.stack([w, w]), rtol=1e-6)
+    assert as_numpy(out)[1, 2, 2] == 3.0
 
 
 def test_gaussian_edge_weight_dict():
@@ -104,7 +93,7 @@ def test_patch_weight_map_transform_types(kind):
     make, expected_type = TYPES[kind]
     out = PatchWeightMap((12, 12), center=(6, 6))(make(np.ones((1, 5, 5))))
     assert type(out) is expected_type
-    arr = _np(out)
+    arr = as_numpy(out)
     assert (
         arr.shape == (1, 12, 12) and arr[0, 6, 6] == 1.0 and arr.sum() == pytest.approx(gaussian_weight((5, 5)).sum())
     )
@@ -124,7 +113,7 @@ def test_place_patch_transform_and_dicts(kind):
     make, expected_type = TYPES[kind]
     out = PlacePatch((6, 6))(make(np.ones((1, 2, 2))))
     assert type(out) is expected_type
-    assert _np(out).sum() == 4 and _np(out)[0, 2:4, 2:4].sum() == 4
+    assert as_numpy(out).sum() == 4 and as_numpy(out)[0, 2:4, 2:4].sum() == 4
     d = PatchWeightMapd("p", (6, 6))({"p": np.ones((1, 3, 3))})
     assert d["p_weight"].shape == (1, 6, 6) and d["p"].shape == (1, 3, 3)
     d = PlacePatchd("p", (6, 6))(d)

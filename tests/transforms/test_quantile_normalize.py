@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from helpers import TYPES, as_numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from monai.data import MetaTensor
 
 from monai_synth.transforms import (
     RandQuantileNormalizeToReference,
@@ -18,17 +17,8 @@ from monai_synth.transforms import (
     quantile_normalize_to_reference,
 )
 
-TYPES = {
-    "numpy": (lambda a: np.asarray(a), np.ndarray),
-    "tensor": (lambda a: torch.as_tensor(np.asarray(a)), torch.Tensor),
-    "metatensor": (lambda a: MetaTensor(torch.as_tensor(np.asarray(a)), meta={"tag": "kept"}), MetaTensor),
-}
 REF = np.arange(1001, dtype=np.float64).reshape(1, 7, 143) * 0.5 - 20.0  # min -20, quantile q -> -20 + 500 q
 PATCH = np.array([[[3.0, 5.0], [7.0, 11.0]]])
-
-
-def _np(x) -> np.ndarray:
-    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def test_function_hits_min_and_quantile_exactly():
@@ -48,7 +38,7 @@ def test_random_q_is_in_range_and_applied(kind):
     if kind == "metatensor":
         assert out.meta["tag"] == "kept"
     assert 0.975 <= t.q <= 0.995
-    arr = _np(out)
+    arr = as_numpy(out)
     np.testing.assert_allclose([arr.min(), arr.max()], [-20.0, -20.0 + 500 * t.q], rtol=1e-6)
     np.testing.assert_allclose(arr.max(), np.quantile(REF, t.q), rtol=1e-6)
 

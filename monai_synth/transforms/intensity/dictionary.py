@@ -59,6 +59,19 @@ __all__ = [
 ]
 
 
+class _RandomDelegate(RandomizableTransform):
+    """A random dictionary wrapper whose array transform ``self.transform`` shares the wrapper's random state."""
+
+    transform: RandomizableTransform
+
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> _RandomDelegate:
+        super().set_random_state(seed, state)
+        self.transform.set_random_state(state=self.R)
+        return self
+
+
 class _Delegate(MapTransform):
     """Apply ``self.transform`` to every key."""
 
@@ -156,7 +169,7 @@ class HistogramEqualized(MapTransform):
         return d
 
 
-class RandQuantileNormalizeToReferenced(RandomizableTransform, MapTransform):
+class RandQuantileNormalizeToReferenced(_RandomDelegate, MapTransform):
     """Dictionary version of :class:`~monai_synth.transforms.intensity.array.RandQuantileNormalizeToReference`.
 
     One ``q`` is drawn per call and used for every key.
@@ -180,13 +193,6 @@ class RandQuantileNormalizeToReferenced(RandomizableTransform, MapTransform):
         RandomizableTransform.__init__(self, prob=1.0)
         self.ref_key = ref_key
         self.transform = RandQuantileNormalizeToReference(q_range=q_range, dtype=dtype)
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RandQuantileNormalizeToReferenced:
-        super().set_random_state(seed, state)
-        self.transform.set_random_state(state=self.R)
-        return self
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
@@ -254,7 +260,7 @@ class PlacePatchd(_Delegate):
         self.transform = PlacePatch(spatial_size, center, fill)
 
 
-class RandPatchAugmentd(RandomizableTransform, MapTransform):
+class RandPatchAugmentd(_RandomDelegate, MapTransform):
     """Dictionary version of :class:`~monai_synth.transforms.intensity.array.RandPatchAugment`.
 
     One draw (angle, shift, flips) per call, applied to every key (e.g. a patch and its mask).
@@ -280,13 +286,6 @@ class RandPatchAugmentd(RandomizableTransform, MapTransform):
         self.transform = RandPatchAugment(
             spatial_dims, rotation, rotate_range, translate_range, flip_prob, prob, mode, padding_mode
         )
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RandPatchAugmentd:
-        super().set_random_state(seed, state)
-        self.transform.set_random_state(state=self.R)
-        return self
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)

@@ -1,6 +1,6 @@
 """Tiny resumable classifier study used by the SIGKILL fault test (not a test module).
 
-Usage: ``python tiny_study.py OUT_DIR``. Runs a 3-run grid with ``monai_synth.study.run_study`` into
+Usage: ``python tiny_study.py OUT_DIR``. Runs a 3-run grid with ``monai_synth.apps.augmentation.study.run_study`` into
 ``sqlite:///OUT_DIR/mlruns.db``; prints ``CREATED <run name>`` each time an MLflow run is created (parent first) and
 ``DONE`` at the end.
 """
@@ -8,19 +8,10 @@ Usage: ``python tiny_study.py OUT_DIR``. Runs a 3-run grid with ``monai_synth.st
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-import numpy as np
-
-
-def tiny_items(n: int, seed: int, size: int = 16) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        img = (rng.random((1, size, size)) * 0.3).astype(np.float32)
-        if i % 2:
-            img[:, 4:12, 4:12] += 0.6
-        out.append({"image": img, "label": i % 2})
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the shared test helpers
+from helpers import tiny_items  # noqa: E402
 
 
 def grid():
@@ -45,8 +36,8 @@ def main(out_dir: str) -> int:
     import torch
 
     torch.set_num_threads(1)
+    from monai_synth.apps.augmentation.study import run_study
     from monai_synth.handlers import mlflow_extras as mx
-    from monai_synth.study import run_study
 
     real_create = mx.create_run
 

@@ -2,7 +2,7 @@
 
 CLI::
 
-    python -m monai_synth.compare --experiment augmentation_study \
+    python -m monai_synth.apps.augmentation.compare --experiment augmentation_study \
         [--tracking-uri sqlite:///out/mlruns.db] [--study seed000_table2] [--out out/comparison] [--reference seed000]
 
 writes ``comparison.csv``, ``comparison.md`` and ``comparison_bars.png`` and logs them to the study's parent run.
@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monai_synth.apps.augmentation.tags import ROLE_TAG, RUN_KEY_TAG, STUDY_TAG, TABLE2_ROW_TAG
 from monai_synth.handlers import mlflow_extras as mx
+from monai_synth.utils.io import atomic_path, ensure_writable_dir
 
 __all__ = ["SEED000_TABLE2", "TABLE_COLUMNS", "METRIC_COLUMNS", "ComparisonTable", "compare_runs", "plot_comparison",
            "main"]  # fmt: skip
@@ -103,8 +105,6 @@ class ComparisonTable:
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write the table as CSV (full precision)."""
-        from monai_synth.utils.io import atomic_path
-
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.columns + ["run_id"])
             w.writeheader()
@@ -155,14 +155,12 @@ def compare_runs(
         out_dir: when given, write ``comparison.csv``, ``comparison.md`` and ``comparison_bars.png`` there.
         reference: None or ``"seed000"``.
         log_to_parent: log the written files to the study's parent run (needs ``out_dir`` and ``study``).
-        run_ids: only these runs (e.g. the runs of one :func:`~monai_synth.study.run_study` call, so runs finished
-            earlier on other data, such as a previous synthetic set, are left out).
+        run_ids: only these runs (e.g. the runs of one :func:`~monai_synth.apps.augmentation.study.run_study` call,
+            so runs finished earlier on other data, such as a previous synthetic set, are left out).
 
     Raises:
         ValueError: unknown experiment or reference, or no finished runs.
     """
-    from monai_synth.study import ROLE_TAG, RUN_KEY_TAG, STUDY_TAG
-
     if reference is not None and reference not in REFERENCES:
         raise ValueError(f"`reference` must be None or one of {sorted(REFERENCES)}, got {reference!r}.")
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -200,34 +198,10 @@ def compare_runs(
     table = ComparisonTable(columns=columns, reference=reference)
     ref = REFERENCES.get(reference or "", {})
     for i, r in enumerate(kept):
-        p, m = r.data.params, r.data.metrics
-        row: dict[str, Any] = {
-            "#": _row_number(r, i),
-            "Geo aug?": _yes(p.get("geometric_aug")),
-            "Synthetic PT?": _yes(p.get("synthetic_pretrain")),
-            "Real data FT%": round(100 * float(p.get("real_fraction", "nan")), 1),
-            "Weighted loss?": _yes(p.get("weighted_loss")),
-        }
-        if with_added:
-            row["Synthetic added"] = int(float(p.get("synthetic_added", 0) or 0))
-        for col, key in METRIC_COLUMNS.items():
-            row[col] = float(m.get(key, float("nan")))
-        if reference:
-            values = ref.get(row["#"]) if r.data.tags.get("table2_row") else None
-            for j, c in enumerate(_REF_COLUMNS):
-                row[f"{c} [{reference}]"] = values[j] if values else float("nan")
-        table.rows.append(row)
+        table.rows.append(_table_row(r, i, with_added, reference, ref))
         table.run_ids.append(r.info.run_id)
     if out_dir is not None:
-        from monai_synth.utils.io import ensure_writable_dir
-
-        out = ensure_writable_dir(out_dir)
-        files = [table.to_csv(out / "comparison.csv")]
-        (out / "comparison.md").write_text(table.to_markdown())
-        files.append(out / "comparison.md")
-        fig = plot_comparison(table)
-        fig.savefig(out / "comparison_bars.png", dpi=110)
-        files.append(out / "comparison_bars.png")
+        files = _write_comparison(table, ensure_writable_dir(out_dir))
         if log_to_parent and study:
             parents = mx.find_runs(client, exp.experiment_id, {STUDY_TAG: study, ROLE_TAG: "parent"})
             if parents:
@@ -235,8 +209,40 @@ def compare_runs(
                     client.log_artifact(parents[0].info.run_id, str(f), "comparison")
             else:
                 logger.warning("no parent run for study %r; comparison not logged to MLflow.", study)
-        logger.info("comparison written to %s", out)
     return table
+
+
+def _table_row(run: Any, index: int, with_added: bool, reference: str | None, ref: dict) -> dict[str, Any]:
+    """One table row from a FINISHED run's params, metrics and tags."""
+    p, m = run.data.params, run.data.metrics
+    row: dict[str, Any] = {
+        "#": _row_number(run, index),
+        "Geo aug?": _yes(p.get("geometric_aug")),
+        "Synthetic PT?": _yes(p.get("synthetic_pretrain")),
+        "Real data FT%": round(100 * float(p.get("real_fraction", "nan")), 1),
+        "Weighted loss?": _yes(p.get("weighted_loss")),
+    }
+    if with_added:
+        row["Synthetic added"] = int(float(p.get("synthetic_added", 0) or 0))
+    for col, key in METRIC_COLUMNS.items():
+        row[col] = float(m.get(key, float("nan")))
+    if reference:
+        values = ref.get(row["#"]) if run.data.tags.get(TABLE2_ROW_TAG) else None
+        for j, c in enumerate(_REF_COLUMNS):
+            row[f"{c} [{reference}]"] = values[j] if values else float("nan")
+    return row
+
+
+def _write_comparison(table: ComparisonTable, out: Path) -> list[Path]:
+    """``comparison.csv``, ``comparison.md`` and ``comparison_bars.png`` in ``out``; returns their paths."""
+    files = [table.to_csv(out / "comparison.csv")]
+    with atomic_path(out / "comparison.md") as tmp:
+        tmp.write_text(table.to_markdown())
+    files.append(out / "comparison.md")
+    plot_comparison(table).savefig(out / "comparison_bars.png", dpi=110)
+    files.append(out / "comparison_bars.png")
+    logger.info("comparison written to %s", out)
+    return files
 
 
 def plot_comparison(table: ComparisonTable, metrics: Sequence[str] = tuple(METRIC_COLUMNS)) -> Any:
@@ -271,8 +277,10 @@ def plot_comparison(table: ComparisonTable, metrics: Sequence[str] = tuple(METRI
 
 
 def main(argv: Sequence[str] | None = None) -> ComparisonTable:
-    """CLI entry point: ``python -m monai_synth.compare --experiment NAME ...``; prints the Markdown table."""
-    ap = argparse.ArgumentParser(prog="python -m monai_synth.compare", description=__doc__.splitlines()[0])
+    """CLI: ``python -m monai_synth.apps.augmentation.compare --experiment NAME ...``; prints the Markdown table."""
+    ap = argparse.ArgumentParser(
+        prog="python -m monai_synth.apps.augmentation.compare", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--experiment", required=True, help="MLflow experiment name")
     ap.add_argument("--tracking-uri", default=None, help="MLflow URI (default $MLFLOW_TRACKING_URI)")
     ap.add_argument("--study", default=None, help="only runs of this study (tag monai_synth.study)")

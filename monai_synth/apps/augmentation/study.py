@@ -1,7 +1,6 @@
 """Resumable grid studies of classifier runs under one MLflow experiment (parent run + nested child runs).
 
-Presets reproduce seed 000 Table 2 (18 arms: geometric augmentation x synthetic pretraining x real fine-tuning
-fraction x weighted loss) and seed 001 Table 1 (real data + 2500 ... 10000 synthetic images).
+The grids (presets and builders) are in :mod:`monai_synth.apps.augmentation.grids`.
 
 Resuming: each child run is identified by a deterministic *run key* (SHA-256 of the config identity and the data
 fingerprints), stored as the tag ``monai_synth.run_key``. A study skips runs whose key already has a FINISHED run
@@ -12,55 +11,27 @@ the study starts again (one writer per study is assumed).
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from monai_synth.apps.augmentation.compare import compare_runs
+from monai_synth.apps.augmentation.grids import get_grid
+from monai_synth.apps.augmentation.tags import ROLE_TAG, RUN_KEY_TAG, STUDY_TAG
 from monai_synth.engines import classification as _cls
 from monai_synth.engines.classification import ClassifierRunConfig, RunResult, data_fingerprint
 from monai_synth.handlers import mlflow_extras as mx
 
-__all__ = [
-    "STUDY_TAG",
-    "ROLE_TAG",
-    "RUN_KEY_TAG",
-    "StudyData",
-    "expand_grid",
-    "seed000_table2",
-    "seed001_increments",
-    "GRID_PRESETS",
-    "get_grid",
-    "run_key",
-    "run_study",
-    "result_from_mlflow",
-    "items_from_npz",
-]
+__all__ = ["StudyData", "result_from_mlflow", "run_key", "run_study"]
 
 logger = logging.getLogger(__name__)
-
-STUDY_TAG = "monai_synth.study"
-ROLE_TAG = "monai_synth.role"  # "parent" or "child"
-RUN_KEY_TAG = "monai_synth.run_key"
-TABLE2_ROW_TAG = "table2_row"
-
-# seed 000 Table 2: (row, geometric aug, synthetic pretraining, real data FT %, weighted loss)
-_TABLE2_ARMS = [
-    (1, False, False, 100, False), (2, False, False, 100, True), (3, False, True, 100, False),
-    (4, False, True, 100, True), (5, True, False, 100, False), (6, True, False, 100, True),
-    (7, True, True, 100, False), (8, True, True, 100, True), (9, False, False, 10, False),
-    (10, False, False, 10, True), (11, False, True, 10, False), (12, False, True, 10, True),
-    (13, True, False, 10, False), (14, True, False, 10, True), (15, True, True, 10, False),
-    (16, True, True, 10, True), (17, False, True, 0, False), (18, True, True, 0, False),
-]  # fmt: skip
-
 
 @dataclass
 class StudyData:
@@ -75,107 +46,6 @@ class StudyData:
     def fingerprints(self) -> dict[str, str]:
         """:func:`data_fingerprint` of each split."""
         return {k: data_fingerprint(getattr(self, k)) for k in ("train", "val", "test", "synthetic")}
-
-
-def items_from_npz(path: str | os.PathLike, split: str) -> list[dict[str, Any]]:
-    """Items ``{"image": uint8 (1, H, W), "label": int}`` of one split of a MedMNIST-layout ``.npz``
-    (keys ``<split>_images``, ``<split>_labels``), e.g. PneumoniaMNIST; read with ``allow_pickle=False``.
-
-    Raises:
-        FileNotFoundError: missing file.
-        ValueError: missing keys for ``split``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Dataset file {str(path)!r} does not exist.")
-    with np.load(path, allow_pickle=False) as d:
-        keys = (f"{split}_images", f"{split}_labels")
-        if not all(k in d for k in keys):
-            raise ValueError(f"{str(path)!r} has no {keys} (keys: {sorted(d.keys())}); check `split`.")
-        images, labels = d[keys[0]], d[keys[1]].reshape(len(d[keys[1]]), -1)[:, 0]
-    if images.ndim == 3:  # (N, H, W) -> channel first
-        images = images[:, None]
-    elif images.ndim == 4 and images.shape[-1] in (1, 3):  # MedMNIST RGB (N, H, W, C)
-        images = np.moveaxis(images, -1, 1)
-    return [{"image": images[i], "label": int(labels[i])} for i in range(len(labels))]
-
-
-def expand_grid(base: ClassifierRunConfig | None = None, **axes: Sequence[Any]) -> list[ClassifierRunConfig]:
-    """Cartesian product of option values over ``base``, e.g.
-    ``expand_grid(base, geometric_aug=[False, True], seed=[0, 1, 2])`` gives 6 runs (last axis fastest).
-
-    Raises:
-        ValueError: for an unknown option name (and any invalid value, through the config's validation).
-    """
-    base = base or ClassifierRunConfig()
-    fields = set(base.to_dict())
-    for k in axes:
-        if k not in fields:
-            raise ValueError(f"grid axis {k!r} is not a ClassifierRunConfig option; choose from {sorted(fields)}.")
-    keys = list(axes)
-    out = []
-    for values in itertools.product(*(list(axes[k]) for k in keys)):
-        changes = dict(zip(keys, values))
-        name = "_".join(f"{k}={v}" for k, v in changes.items()) or base.name
-        out.append(base.replace(name=name, **changes))
-    return out
-
-
-def seed000_table2(base: ClassifierRunConfig | None = None) -> list[ClassifierRunConfig]:
-    """The 18 arms of seed 000 Table 2 (rows 1-16: all combinations at 100 % / 10 % real fine-tuning; rows 17-18:
-    synthetic only, with and without geometric augmentation). The row number is kept in the tag ``table2_row``.
-    """
-    base = base or ClassifierRunConfig()
-    out = []
-    for row, geo, pt, ft, wl in _TABLE2_ARMS:
-        tags = {**base.tags, TABLE2_ROW_TAG: str(row), "reference": "seed000"}
-        out.append(
-            base.replace(
-                geometric_aug=geo,
-                synthetic_pretrain=pt,
-                real_fraction=ft / 100.0,
-                weighted_loss=wl,
-                name=f"t2_row{row:02d}",
-                tags=tags,
-            )
-        )
-    return out
-
-
-def seed001_increments(
-    base: ClassifierRunConfig | None = None, increments: Sequence[int] = (0, 2500, 5000, 7500, 10000)
-) -> list[ClassifierRunConfig]:
-    """Seed 001 Table 1: real training data plus increasing numbers of synthetic images (default +0 ... +10000)."""
-    base = base or ClassifierRunConfig()
-    return [
-        base.replace(synthetic_added=int(n), name=f"synth_plus{int(n)}", tags={**base.tags, "synthetic_added": str(n)})
-        for n in increments
-    ]
-
-
-GRID_PRESETS: dict[str, Callable[..., list[ClassifierRunConfig]]] = {
-    "seed000_table2": seed000_table2,
-    "seed001_increments": seed001_increments,
-}
-
-
-def get_grid(
-    grid: str | Sequence[ClassifierRunConfig], base: ClassifierRunConfig | Mapping[str, Any] | None = None
-) -> list[ClassifierRunConfig]:
-    """A preset name from ``GRID_PRESETS`` (built over ``base``) or an explicit list of configs.
-
-    ``base`` may be a dict of :class:`ClassifierRunConfig` options (convenient from a bundle config).
-    """
-    if isinstance(base, Mapping):
-        base = ClassifierRunConfig(**base)
-    if isinstance(grid, str):
-        if grid not in GRID_PRESETS:
-            raise ValueError(f"`grid` must be one of {sorted(GRID_PRESETS)} or a list of configs, got {grid!r}.")
-        return GRID_PRESETS[grid](base)
-    configs = list(grid)
-    if not configs or not all(isinstance(c, ClassifierRunConfig) for c in configs):
-        raise ValueError("`grid` must be a preset name or a non-empty list of ClassifierRunConfig.")
-    return configs
 
 
 def run_key(config: ClassifierRunConfig, fingerprints: Mapping[str, str]) -> str:
@@ -219,6 +89,41 @@ def _get_parent_run(client: Any, exp_id: str, study: str, params: Mapping[str, A
     return run_id
 
 
+def _mark_stale_runs(client: Any, exp_id: str, study: str) -> None:
+    """Runs left RUNNING by a process that died are not finished: mark them KILLED so they are redone."""
+    for r in mx.find_runs(client, exp_id, {STUDY_TAG: study, ROLE_TAG: "child"}, statuses=("RUNNING",)):
+        logger.warning("marking stale RUNNING run %s (%s) as KILLED", r.info.run_id, r.info.run_name)
+        mx.end_run(client, r.info.run_id, "KILLED")
+
+
+def _train_child(
+    config: ClassifierRunConfig,
+    key: str,
+    data: StudyData,
+    study: str,
+    output_dir: str | os.PathLike,
+    uri: str,
+    experiment: str,
+    parent: str,
+    device: str | None,
+) -> RunResult:
+    """Train one grid entry as a nested child run of ``parent``, tagged with the study and its run key."""
+    return _cls.train_classifier(
+        config,
+        data.train,
+        data.val,
+        data.test,
+        synthetic_data=data.synthetic,
+        output_dir=output_dir,
+        tracking_uri=uri,
+        experiment_name=experiment,
+        parent_run_id=parent,
+        run_tags={STUDY_TAG: study, ROLE_TAG: "child", RUN_KEY_TAG: key},
+        extra_params={"study": study, "run_key": key},
+        device=device,
+    )
+
+
 def run_study(
     grid: str | Sequence[ClassifierRunConfig],
     data: StudyData | Mapping[str, Any],
@@ -237,7 +142,7 @@ def run_study(
     """Run every config of ``grid`` as a nested child run of one parent run, skipping finished ones.
 
     Args:
-        grid: a preset name (``"seed000_table2"``, ``"seed001_increments"``) or a list of configs.
+        grid: a preset name of :func:`~monai_synth.apps.augmentation.grids.get_grid` or a list of configs.
         data: :class:`StudyData` or a dict with keys train/val/test[/synthetic].
         tracking_uri: MLflow URI; default ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<output_dir>/mlruns.db``.
             Checked up front: an unreachable URI raises :class:`~monai_synth.handlers.TrackingUnavailableError`.
@@ -247,8 +152,8 @@ def run_study(
         base: base options for a preset (a config or a dict of options).
         resume: skip runs whose run key has a FINISHED run in this study.
         continue_on_error: log a failed run (it is marked FAILED) and go on, instead of stopping the study.
-        compare: write the comparison table and figures at the end (see :func:`monai_synth.compare.compare_runs`)
-            and log them to the parent run.
+        compare: write the comparison table and figures at the end and log them to the parent run
+            (:func:`~monai_synth.apps.augmentation.compare.compare_runs`).
         reference: ``"seed000"`` to put seed 000 Table 2 values beside ours in the comparison.
         device: torch device for training.
         progress: show a tqdm progress bar.
@@ -277,10 +182,7 @@ def run_study(
         study,
         {"study": study, "n_runs": len(configs), **{f"data_fingerprint.{k}": v for k, v in prints.items()}},
     )
-    # runs left RUNNING by a process that died are not finished: mark them KILLED so they are redone
-    for r in mx.find_runs(client, exp_id, {STUDY_TAG: study, ROLE_TAG: "child"}, statuses=("RUNNING",)):
-        logger.warning("marking stale RUNNING run %s (%s) as KILLED", r.info.run_id, r.info.run_name)
-        mx.end_run(client, r.info.run_id, "KILLED")
+    _mark_stale_runs(client, exp_id, study)
     results: list[RunResult] = []
     status = "FAILED"
     try:
@@ -294,20 +196,7 @@ def run_study(
                     results.append(result_from_mlflow(client, done[0], config))
                     continue
             try:
-                res = _cls.train_classifier(
-                    config,
-                    data.train,
-                    data.val,
-                    data.test,
-                    synthetic_data=data.synthetic,
-                    output_dir=output_dir,
-                    tracking_uri=uri,
-                    experiment_name=experiment,
-                    parent_run_id=parent,
-                    run_tags={STUDY_TAG: study, ROLE_TAG: "child", RUN_KEY_TAG: key},
-                    extra_params={"study": study, "run_key": key},
-                    device=device,
-                )
+                res = _train_child(config, key, data, study, output_dir, uri, experiment, parent, device)
             except Exception:
                 if not continue_on_error:
                     raise
@@ -322,8 +211,6 @@ def run_study(
     finally:
         mx.end_run(client, parent, status)
     if compare:
-        from monai_synth.compare import compare_runs
-
         compare_runs(
             experiment,
             uri,

@@ -1,0 +1,1 @@
+"""Task pipelines built on monai_synth's layers, as MONAI's ``monai/apps/<task>/``."""

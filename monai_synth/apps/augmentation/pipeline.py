@@ -1,0 +1,255 @@
+"""The augmentation study end to end: real data -> generator -> labelled synthetic set -> classifier study.
+
+:func:`run_pipeline` is the main job (the ``augmentation_study`` bundle) and the engine of ``benchmarks/utility.py``:
+
+1. :func:`~monai_synth.data.load_labelled_splits` reads the labelled data into memory at one resolution;
+2. :func:`~monai_synth.apps.augmentation.generator.train_generator` trains the class-conditional
+   ``DiffusionModelUNet`` with classifier-free guidance (Ho & Salimans 2022) under an epoch and wall-clock budget;
+3. :func:`~monai_synth.apps.augmentation.synthesis.synthesize` samples a class-balanced labelled set;
+4. :func:`~monai_synth.apps.augmentation.study.run_study` trains the classifier grid (real / synthetic /
+   synthetic-pretrained + real fine-tuning), every run in MLflow, and writes the comparison; optionally FID.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai_synth.apps.augmentation.generator import GENERATOR_DONE, GeneratorResult, load_generator, train_generator
+from monai_synth.apps.augmentation.grids import reduced_grid
+from monai_synth.apps.augmentation.study import StudyData, run_study
+from monai_synth.apps.augmentation.synthesis import synthesize
+from monai_synth.data.splits import load_labelled_splits
+from monai_synth.engines.classification import ClassifierRunConfig, data_fingerprint
+from monai_synth.engines.recipe import DiffusionRecipe
+from monai_synth.metrics import InceptionFeatureExtractor, compute_fid
+from monai_synth.utils.io import atomic_path, ensure_writable_dir
+
+__all__ = ["AugmentationStudy", "run_pipeline"]
+
+logger = logging.getLogger(__name__)
+
+
+def _stack(items: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    return torch.stack([torch.as_tensor(np.asarray(it["image"]), dtype=torch.float32) for it in items])
+
+
+def run_pipeline(
+    output_dir: str | os.PathLike = "./outputs/augmentation_study",
+    source: str = "demo",
+    path: str | os.PathLike | None = None,
+    recipe: DiffusionRecipe | Mapping[str, Any] | None = None,
+    demo_kind: str = "cxr",
+    demo_n_per_class: int = 150,
+    n_synthetic_per_class: int = 100,
+    grid: str | Sequence[Any] = "reduced",
+    classifier: Mapping[str, Any] | None = None,
+    classifier_epochs: int = 5,
+    tracking_uri: str | None = None,
+    experiment: str = "augmentation_study",
+    fid: bool = False,
+    fid_max_images: int = 1000,
+    device: str = "cpu",
+    progress: bool = True,
+    reuse_generator: bool = True,
+    labels_csv: str | os.PathLike | None = None,
+    grid_rows: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Run the whole story: data -> generator -> synthetic set -> classifier study (MLflow) -> comparison.
+
+    Args:
+        output_dir: every output (checkpoints, synthetic PNGs, MLflow SQLite store, tables, summary JSON).
+        source: a :class:`~monai_synth.utils.enums.DataSource` (see :func:`~monai_synth.data.load_labelled_splits`).
+        path: the data file or folder.
+        recipe: :class:`DiffusionRecipe` or a dict of its fields.
+        demo_kind, demo_n_per_class: built-in demo data settings.
+        n_synthetic_per_class: synthetic images per class.
+        grid: ``"reduced"`` (:func:`~monai_synth.apps.augmentation.grids.reduced_grid`), a preset of
+            :func:`~monai_synth.apps.augmentation.grids.get_grid` (e.g. ``"table2"``) or a list of
+            ``ClassifierRunConfig``.
+        grid_rows: with ``grid="reduced"``, keep only these Table 2 rows.
+        classifier: base classifier options (``ClassifierRunConfig`` fields), e.g. ``{"batch_size": 32}``.
+        classifier_epochs: epochs per classifier stage.
+        tracking_uri: MLflow URI (default ``sqlite:///<output_dir>/mlruns.db``).
+        experiment: MLflow experiment name.
+        fid: also compute FID (Inception 2048-d, extra ``[fid]``) of synthetic vs real test and real train vs test.
+        fid_max_images: images per set for FID.
+        device: torch device.
+        progress: progress bars.
+        reuse_generator: load a generator that finished training in ``output_dir/generator`` instead of training
+            again (an unfinished one resumes from its latest checkpoint either way).
+        labels_csv: label CSV for ``source="dicom"``.
+
+    Returns:
+        the summary dict also written to ``output_dir/summary.json``.
+    """
+    output_dir = ensure_writable_dir(Path(output_dir).resolve())
+    if recipe is None or isinstance(recipe, Mapping):
+        recipe = DiffusionRecipe(**dict(recipe or {}))
+    t_start = time.perf_counter()
+    splits = load_labelled_splits(
+        source, path, image_size=recipe.image_size, work_dir=output_dir, demo_kind=demo_kind,
+        demo_n_per_class=demo_n_per_class, seed=recipe.seed, labels_csv=labels_csv,
+    )  # fmt: skip
+    sizes = {k: len(v) for k, v in splits.items()}
+    logger.info("data: %s", sizes)
+    gen = _generator(splits["train"], recipe, output_dir / "generator", reuse_generator, device, progress)
+    logger.info("generator: %d epochs in %.1f s (%.1f img/s)", gen.epochs, gen.wall_s, gen.img_per_s)
+    synthetic, sample_s = synthesize(
+        gen, n_synthetic_per_class, output_dir / "synthetic", recipe, device=device, progress=progress
+    )
+    base = {"epochs": classifier_epochs, **dict(classifier or {})}
+    base.setdefault("synthetic_datalist", str(output_dir / "synthetic" / "datalist.json"))
+    base.setdefault("synthetic_checkpoint", gen.checkpoint_dir)
+    if isinstance(grid, str) and grid == "reduced":
+        configs: Any = reduced_grid(rows=grid_rows, **base)
+    elif isinstance(grid, str):
+        configs = grid
+    else:
+        configs = list(grid)
+    results = run_study(
+        configs,
+        StudyData(train=splits["train"], val=splits["val"], test=splits["test"], synthetic=synthetic),
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        output_dir=output_dir / "study",
+        base=ClassifierRunConfig(**base) if isinstance(configs, str) else None,
+        device=device,
+        progress=progress,
+        reference="seed000",
+    )
+    summary: dict[str, Any] = {
+        "data": {"source": source, "path": None if path is None else str(path), **sizes},
+        "recipe": dataclasses.asdict(recipe),
+        "generator": _generator_summary(gen),
+        "synthetic": {"n": len(synthetic), "sample_minutes": sample_s / 60.0, "dir": str(output_dir / "synthetic")},
+        "runs": [
+            {"name": r.config.name, "tags": dict(r.config.tags), "run_id": r.run_id, **r.test_metrics} for r in results
+        ],
+    }
+    if fid:
+        summary["fid"] = _cached_fid(output_dir / "fid.json", splits, synthetic, fid_max_images, device)
+    summary["total_minutes"] = (time.perf_counter() - t_start) / 60.0
+    with atomic_path(output_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+def _generator(
+    train: Sequence[Mapping[str, Any]],
+    recipe: DiffusionRecipe,
+    out_dir: Path,
+    reuse: bool,
+    device: str,
+    progress: bool,
+) -> GeneratorResult:
+    """The generator finished in ``out_dir`` (``reuse``), else train (or resume) it there."""
+    num_classes = max(int(it["label"]) for it in train) + 1
+    if reuse and (out_dir / GENERATOR_DONE).is_file():
+        logger.info("reusing the finished generator in %s", out_dir)
+        return load_generator(out_dir, recipe, num_classes, device=device)
+    return train_generator(train, recipe, out_dir, num_classes=num_classes, device=device, progress=progress)
+
+
+def _generator_summary(gen: GeneratorResult) -> dict[str, Any]:
+    return {
+        "epochs": gen.epochs,
+        "iterations": gen.iterations,
+        "train_minutes": gen.wall_s / 60.0,
+        "img_per_s": gen.img_per_s,
+        "final_loss": gen.final_loss,
+        "loss_history": gen.history.get("loss", []),
+    }
+
+
+def _cached_fid(
+    cache: Path,
+    splits: Mapping[str, Sequence[Mapping[str, Any]]],
+    synthetic: Sequence[Mapping[str, Any]],
+    n: int,
+    device: str,
+) -> dict[str, float]:
+    """:func:`_fid_summary`, reused from ``cache`` when the same image sets and ``n`` were measured before."""
+    key = {
+        "n": int(n),
+        **{k: data_fingerprint(splits[k]) for k in ("train", "test")},
+        "synthetic": data_fingerprint(synthetic),
+    }
+    if cache.is_file():
+        try:
+            stored = json.loads(cache.read_text())
+        except (OSError, json.JSONDecodeError):
+            stored = {}
+        if stored.get("key") == key:
+            logger.info("FID reused from %s", cache)
+            return stored["fid"]
+    fid = _fid_summary(splits, synthetic, n, device)
+    with atomic_path(cache) as tmp:
+        tmp.write_text(json.dumps({"key": key, "fid": fid}, indent=1))
+    return fid
+
+
+def _fid_summary(
+    splits: Mapping[str, Sequence[Mapping[str, Any]]], synthetic: Sequence[Mapping[str, Any]], n: int, device: str
+) -> dict[str, float]:
+    """FID (Inception 2048-d) of synthetic vs real test and of real train vs real test (seed 000 Table 1)."""
+    extractor = InceptionFeatureExtractor(dims=2048, device=device)
+    rng = np.random.default_rng(0)
+
+    def feats(items):
+        idx = rng.permutation(len(items))[:n]
+        return extractor(_stack([items[i] for i in idx]))
+
+    f_train, f_test, f_syn = feats(splits["train"]), feats(splits["test"]), feats(synthetic)
+    fid_train_test = float(compute_fid(f_train, f_test))
+    fid_synth_test = float(compute_fid(f_syn, f_test))
+    return {
+        "fid_train_test": fid_train_test,
+        "fid_synth_test": fid_synth_test,
+        "fid_synth_train": float(compute_fid(f_syn, f_train)),
+        "fid_ratio": fid_synth_test / fid_train_test if fid_train_test > 0 else float("inf"),
+        "n_per_set": int(min(n, len(splits["test"]), len(synthetic))),
+    }
+
+
+class AugmentationStudy:
+    """The ``augmentation_study`` bundle's runnable: holds :func:`run_pipeline` arguments, ``run()`` executes them.
+
+    After ``run()`` the comparison table (Markdown) is in :attr:`table`; with ``echo=True`` (the bundle's default,
+    since this is the command-line entry point of the main job) it is also written to standard output.
+    """
+
+    def __init__(self, echo: bool = True, **kwargs: Any) -> None:
+        self.echo = echo
+        self.kwargs = kwargs
+        self.summary: dict[str, Any] | None = None
+        self.table: str = ""
+
+    def run(self) -> dict[str, Any]:
+        """Run the pipeline; return its summary."""
+        self.summary = run_pipeline(**self.kwargs)
+        out = Path(self.kwargs.get("output_dir", "./outputs/augmentation_study")).resolve()
+        table_path = out / "study" / "comparison" / "comparison.md"
+        self.table = table_path.read_text() if table_path.is_file() else ""
+        gen, syn = self.summary["generator"], self.summary["synthetic"]
+        header = (
+            f"\nAugmentation study ({self.summary['data']}):\n"
+            f"generator: {gen['epochs']} epochs in {gen['train_minutes']:.1f} min; "
+            f"{syn['n']} synthetic images in {syn['sample_minutes']:.1f} min\n"
+            f"outputs: {out}  (MLflow store: {out / 'study' / 'mlruns.db'})\n\n"
+        )
+        logger.info("%s%s", header, self.table)
+        if self.echo:
+            sys.stdout.write(header + self.table + "\n")
+            sys.stdout.flush()
+        return self.summary

@@ -1,0 +1,120 @@
+"""The one source of diffusion defaults: :class:`DiffusionRecipe`.
+
+Every default of the diffusion trainer (:func:`monai_synth.engines.build_diffusion_trainer`), of dataset generation
+(:func:`monai_synth.engines.generate_dataset`), of the augmentation pipeline and of the bundles comes from this
+dataclass. Bundles instantiate it with their overrides and read fields with ``"$@recipe.<field>"``; library code uses
+the class attributes (``DiffusionRecipe.lr``). Why each default was chosen, with the measurements behind it, is in
+docs/diffusion.md and docs/synthetic_utility.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from monai_synth.networks.diffusion_unet import build_diffusion_unet
+from monai_synth.networks.schedulers import build_scheduler
+
+__all__ = ["DiffusionRecipe"]
+
+
+@dataclass
+class DiffusionRecipe:
+    """Settings of the class-conditional diffusion generator.
+
+    Args:
+        image_size: training/sampling resolution (square).
+        channels: ``DiffusionModelUNet`` feature channels per level.
+        attention_levels: self-attention per level.
+        num_res_blocks: residual blocks per level.
+        num_head_channels: channels per attention head.
+        norm_num_groups: GroupNorm groups (must divide every channel count).
+        schedule: beta schedule (``cosine``: Nichol & Dhariwal 2021, Eq. 17).
+        prediction_type: ``epsilon`` or ``v_prediction`` (Salimans & Ho 2022).
+        loss: ``l1`` (seed 000), ``l2`` (seeds 001/003, Ho et al. 2020 Eq. 14) or ``huber`` (seed 002).
+        num_train_timesteps: T of the forward process.
+        lr: Adam learning rate after the linear warm-up.
+        warmup_iters: learning-rate warm-up iterations (Goyal et al. 2017).
+        batch_size: images per step.
+        epochs: maximum epochs.
+        train_minutes: wall-clock budget (training stops at the first of ``epochs`` and this); ``None``: no budget.
+        ema_decay: EMA decay (with warm-up: early weights are not frozen into the average).
+        cond_drop_prob: classifier-free guidance label dropout (Ho & Salimans 2022).
+        hflip: random horizontal flips during diffusion training.
+        guidance_scale: CFG weight w at sampling; 1 samples the conditional model alone (one network pass per step).
+        sample_steps: DDIM steps at sampling.
+        sample_eta: DDIM eta (Song et al. 2021, Eq. 16): 1 = DDPM-like stochastic steps, 0 = deterministic.
+        grad_clip_norm: gradient-norm clipping (``None``: none).
+        seed: training seed.
+    """
+
+    image_size: int = 28
+    channels: tuple[int, ...] = (32, 64, 64)
+    attention_levels: tuple[bool, ...] = (False, False, True)
+    num_res_blocks: int = 1
+    num_head_channels: int = 32
+    norm_num_groups: int = 32
+    schedule: str = "cosine"
+    prediction_type: str = "epsilon"
+    loss: str = "l1"
+    num_train_timesteps: int = 1000
+    lr: float = 1e-3
+    warmup_iters: int = 200
+    batch_size: int = 64
+    epochs: int = 10
+    train_minutes: float | None = None
+    ema_decay: float = 0.999
+    cond_drop_prob: float = 0.1
+    hflip: bool = False
+    guidance_scale: float = 1.0
+    sample_steps: int = 50
+    sample_eta: float = 1.0
+    grad_clip_norm: float | None = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        self.attention_levels = tuple(bool(a) for a in self.attention_levels)
+        for name in ("image_size", "batch_size", "epochs", "sample_steps", "num_train_timesteps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"DiffusionRecipe.{name} must be an integer >= 1, got {v!r}.")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"DiffusionRecipe.lr must be a finite number > 0, got {self.lr!r}.")
+        if not 0.0 <= self.cond_drop_prob <= 1.0:
+            raise ValueError(f"DiffusionRecipe.cond_drop_prob must be in [0, 1], got {self.cond_drop_prob!r}.")
+        if not 0.0 <= self.sample_eta <= 1.0:
+            raise ValueError(f"DiffusionRecipe.sample_eta must be in [0, 1], got {self.sample_eta!r}.")
+        if not math.isfinite(self.guidance_scale):
+            raise ValueError(f"DiffusionRecipe.guidance_scale must be finite, got {self.guidance_scale!r}.")
+        if self.sample_steps > self.num_train_timesteps:
+            raise ValueError(
+                f"DiffusionRecipe.sample_steps ({self.sample_steps}) cannot exceed num_train_timesteps "
+                f"({self.num_train_timesteps})."
+            )
+        if self.train_minutes is not None and not self.train_minutes > 0:
+            raise ValueError(f"DiffusionRecipe.train_minutes must be > 0 or None, got {self.train_minutes!r}.")
+
+    def build_network(self, num_classes: int | None, in_channels: int = 1) -> torch.nn.Module:
+        """The recipe's ``DiffusionModelUNet`` (class-conditional with ``num_classes + 1`` embeddings)."""
+        return build_diffusion_unet(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            channels=self.channels,
+            attention_levels=self.attention_levels,
+            num_res_blocks=self.num_res_blocks,
+            num_head_channels=self.num_head_channels,
+            norm_num_groups=self.norm_num_groups,
+        )
+
+    def build_scheduler(self) -> Any:
+        """The recipe's training scheduler (MONAI ``DDPMScheduler``)."""
+        return build_scheduler(
+            "ddpm",
+            num_train_timesteps=self.num_train_timesteps,
+            schedule=self.schedule,
+            prediction_type=self.prediction_type,
+        )

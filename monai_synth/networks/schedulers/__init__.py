@@ -1,0 +1,5 @@
+"""Noise schedulers: factory over MONAI's schedulers (new samplers subclass ``monai.networks.schedulers.Scheduler``)."""
+
+from __future__ import annotations
+
+from .factory import SchedulerKind, build_scheduler, ddim_from
