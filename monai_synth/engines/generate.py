@@ -184,6 +184,7 @@ def generate_dataset(
     guidance_scale: float = DiffusionRecipe.guidance_scale,
     num_inference_steps: int | None = DiffusionRecipe.sample_steps,
     eta: float = DiffusionRecipe.sample_eta,
+    guidance_interval: tuple[float, float] | None = DiffusionRecipe.guidance_interval,
     batch_size: int = 64,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
@@ -198,22 +199,20 @@ def generate_dataset(
         model: denoiser (EMA weights recommended, see :func:`load_weights_for_sampling`).
         scheduler: sampling scheduler (DDIM for few steps).
         out_dir: output folder (created).
-        num_per_class: images per class (int, or one int per class).
-        class_ratio: alternatively, class proportions with ``total`` images in all.
-        total: total images with ``class_ratio``.
+        num_per_class: images per class (int, or one int per class); or ``class_ratio`` with ``total`` images.
+        class_ratio, total: class proportions and the total number of images.
         num_classes: number of classes (defaults to the length of the counts).
-        image_size: spatial size (int for square, or a sequence).
-        in_channels: image channels.
+        image_size, in_channels: spatial size (int for square, or a sequence) and image channels.
         formats: any of ``"png"``, ``"nifti"``, ``"dicom"``.
         guidance_scale: CFG weight ``w``.
         num_inference_steps: ``scheduler.set_timesteps`` value (``None`` keeps the scheduler's).
-        eta: DDIM eta.
+        eta: DDIM eta (0 for the other samplers).
+        guidance_interval: CFG only in this noise-level interval (see :func:`monai_synth.inferers.sample`).
         batch_size: images per forward pass (also fixes the batch -> seed mapping, see module docstring).
         seed: base seed.
         class_names: folder/DICOM names of the classes (default ``class_<k>``).
         value_range: intensity range of the model output (mapped to [0, 1] for writing).
-        device: sampling device (default: the model's).
-        progress: show a progress bar over batches.
+        device, progress: sampling device (default: the model's); a progress bar over batches.
         conditional: pass class labels to the model (default: when the network has ``num_class_embeds``; an
             unconditional model gets ``num_per_class=[N]``, all under class 0).
 
@@ -227,7 +226,7 @@ def generate_dataset(
     model_channels = getattr(unwrap_model(model), "in_channels", None)
     if isinstance(model_channels, int) and int(in_channels) != model_channels:
         raise ValueError(f"`in_channels`={in_channels}, but the model takes {model_channels}: set in_channels to that.")
-    out = ensure_writable_dir(out_dir)
+    out = ensure_writable_dir(out_dir).resolve()  # datalists hold paths relative to their folder
     param = next(iter(model.parameters()), None)
     device = torch.device(device if device is not None else param.device if param is not None else "cpu")
     if num_inference_steps is not None:
@@ -242,6 +241,8 @@ def generate_dataset(
         "guidance_scale": float(guidance_scale), "eta": float(eta), "batch_size": int(batch_size), "seed": int(seed),
         "value_range": [float(v) for v in value_range], "conditional": bool(conditional),
     }  # fmt: skip
+    if guidance_interval is not None:  # recorded only when set, so folders written before the option still resume
+        settings["guidance_interval"] = [float(v) for v in guidance_interval]
     _check_manifest(out, settings)
     uids = _dicom_uids(out, n_cls) if "dicom" in fmts else None
 
@@ -264,7 +265,7 @@ def generate_dataset(
             continue
         result.written += _sample_batch(
             model, scheduler, idx, missing, labels, paths, names, uids, int(seed) + b, in_channels, spatial,
-            conditional, guidance_scale, eta, value_range, device,
+            conditional, guidance_scale, eta, value_range, device, guidance_interval,
         )  # fmt: skip
     _write_datalists(result, out, fmts, paths, labels, names)
     logger.info("generated %d files (%d existed) in %s", result.written, result.skipped, out)
@@ -323,6 +324,7 @@ def _sample_batch(
     eta: float,
     value_range: tuple[float, float],
     device: torch.device,
+    guidance_interval: tuple[float, float] | None,
 ) -> int:
     """Sample the images ``idx`` of one batch (seed ``batch_seed``), write the ``missing`` files; return the count."""
     written = 0
@@ -337,6 +339,7 @@ def _sample_batch(
         generator=generator,
         eta=eta,
         device=device,
+        guidance_interval=guidance_interval,
     )
     images = to_unit_range(x, value_range)
     for i, f in missing:

