@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import DiffusionPrepareBatch
-from monai.networks.schedulers import Scheduler
+from monai.networks.schedulers import RFlowScheduler, Scheduler
 from monai.utils import StrEnum
 
 from monai_synth.engines.recipe import DiffusionRecipe
@@ -28,7 +28,7 @@ from monai_synth.handlers.sample_grid import SampleGridHandler
 from monai_synth.handlers.training import GradientClipHandler, ProgressBarHandler, ThroughputHandler
 from monai_synth.inferers.class_conditioned import ClassConditionedDiffusionInferer
 from monai_synth.networks.diffusion_unet import build_diffusion_unet
-from monai_synth.networks.schedulers import SchedulerKind, build_scheduler, ddim_from
+from monai_synth.networks.schedulers import SchedulerKind, build_scheduler, ddim_from, sampler_from
 
 __all__ = [
     "DiffusionLoss",
@@ -40,6 +40,7 @@ __all__ = [
     "build_scheduler",
     "ddim_from",
     "build_diffusion_trainer",
+    "MinSNRWeightedLoss",
     "is_rank0",
 ]
 
@@ -84,8 +85,11 @@ def diffusion_target(
     """Regression target for the scheduler's ``prediction_type``.
 
     ``epsilon`` -> ``noise`` (Ho et al. 2020, Eq. 14); ``v_prediction`` -> ``v = sqrt(abar_t) eps - sqrt(1-abar_t) x_0``
-    (Salimans & Ho 2022, Sec. 4) via ``scheduler.get_velocity``; ``sample`` -> ``images``.
+    (Salimans & Ho 2022, Sec. 4) via ``scheduler.get_velocity``; ``sample`` -> ``images``; MONAI's ``RFlowScheduler``
+    (``x_t = (1 - t/T) x_0 + (t/T) eps``) -> ``x_0 - eps``, the velocity its Euler ``step`` integrates.
     """
+    if isinstance(scheduler, RFlowScheduler):  # rectified flow: the velocity from noise to data (Liu et al. 2023)
+        return images - noise
     kind = getattr(scheduler, "prediction_type", "epsilon")
     if kind == "epsilon":
         return noise
@@ -128,6 +132,9 @@ class ClassConditionedPrepareBatch(DiffusionPrepareBatch):
         return torch.randn(images.shape, generator=self.generator, dtype=images.dtype).to(images.device)
 
     def get_timesteps(self, images: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.scheduler, RFlowScheduler):  # uniform in [0, T), as RFlowScheduler.sample_timesteps
+            u = torch.rand(images.shape[0], generator=self.generator)
+            return (u * self.num_train_timesteps).long().to(images.device)
         if self.generator is None:
             return super().get_timesteps(images)
         t = torch.randint(0, self.num_train_timesteps, (images.shape[0],), generator=self.generator)
@@ -148,6 +155,7 @@ class ClassConditionedPrepareBatch(DiffusionPrepareBatch):
         images = torch.as_tensor(batchdata[self.image_key]).float().to(device, non_blocking=non_blocking, **kwargs)
         noise = self.get_noise(images)
         timesteps = self.get_timesteps(images)
+        self.last_timesteps = timesteps  # read by MinSNRWeightedLoss
         target = self.get_target(images, noise, timesteps)
         infer_kwargs: dict = {"noise": noise, "timesteps": timesteps}
         if self.label_key is not None:
@@ -159,6 +167,49 @@ class ClassConditionedPrepareBatch(DiffusionPrepareBatch):
             labels = torch.as_tensor(batchdata[self.label_key]).long().reshape(-1)
             infer_kwargs["class_labels"] = labels.to(device, non_blocking=non_blocking)
         return images, target, (), infer_kwargs
+
+
+class MinSNRWeightedLoss(torch.nn.Module):
+    """Min-SNR-gamma loss weighting (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
+    Strategy", Eq. 3 and Sec. 3.4): per sample, the element-wise loss is weighted by ``min(SNR_t, gamma) / SNR_t``
+    for epsilon prediction and ``min(SNR_t, gamma) / (SNR_t + 1)`` for v prediction, ``SNR_t = abar_t / (1 - abar_t)``.
+
+    The timesteps of the batch are read from the prepare-batch strategy of the same iteration
+    (:class:`ClassConditionedPrepareBatch` records them as ``last_timesteps``).
+
+    Args:
+        loss: :class:`DiffusionLoss` name of the element-wise loss.
+        prepare_batch: the trainer's :class:`ClassConditionedPrepareBatch`.
+        gamma: the SNR clamp (the paper's default 5).
+        huber_delta: delta of the Huber loss.
+
+    Raises:
+        ValueError: ``gamma <= 0``, or a scheduler without ``alphas_cumprod`` (rectified flow).
+    """
+
+    def __init__(
+        self, loss: str, prepare_batch: ClassConditionedPrepareBatch, gamma: float = 5.0, huber_delta: float = 1.0
+    ) -> None:
+        super().__init__()
+        if not float(gamma) > 0:
+            raise ValueError(f"`snr_gamma` must be > 0, got {gamma!r}.")
+        if not hasattr(prepare_batch.scheduler, "alphas_cumprod"):
+            raise ValueError("min-SNR weighting needs a variance-preserving scheduler (not rectified flow).")
+        self.elementwise = get_loss_function(loss, huber_delta)
+        self.elementwise.reduction = "none"
+        self.prepare_batch, self.gamma = prepare_batch, float(gamma)
+
+    def weights(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """The per-sample weights at ``timesteps``."""
+        sched = self.prepare_batch.scheduler
+        abar = sched.alphas_cumprod.to(timesteps.device)[timesteps].float()
+        snr = abar / (1 - abar).clamp_min(1e-12)
+        denom = snr + 1 if getattr(sched, "prediction_type", "epsilon") == "v_prediction" else snr
+        return snr.clamp(max=self.gamma) / denom.clamp_min(1e-12)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        per_sample = self.elementwise(pred, target).flatten(1).mean(1)
+        return (self.weights(self.prepare_batch.last_timesteps.to(pred.device)) * per_sample).mean()
 
 
 def is_rank0() -> bool:
@@ -177,6 +228,7 @@ def build_diffusion_trainer(
     cond_drop_prob: float = DiffusionRecipe.cond_drop_prob,
     loss: str | DiffusionLoss = DiffusionRecipe.loss,
     huber_delta: float = 1.0,
+    snr_gamma: float | None = DiffusionRecipe.snr_gamma,
     optimizer: torch.optim.Optimizer | None = None,
     lr: float = DiffusionRecipe.lr,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -222,9 +274,10 @@ def build_diffusion_trainer(
         cond_drop_prob: CFG label-dropout probability.
         loss: :class:`DiffusionLoss` name.
         huber_delta: delta of the Huber loss.
+        snr_gamma: min-SNR-gamma weighting (:class:`MinSNRWeightedLoss`; Huber uses delta 1); ``None``: none.
         optimizer: custom optimizer; otherwise Adam(lr, betas, eps, weight_decay).
         lr, betas, eps, weight_decay: Adam settings.
-        ema_model: custom EMA model; otherwise created from ``ema_decay``/``ema_warmup``.
+        ema_model: custom EMA model; otherwise created from ``ema_decay`` / ``ema_warmup``.
         ema_decay, ema_warmup: EMA settings (:mod:`monai_synth.handlers.ema`); ``ema_decay=None`` disables EMA.
         grad_clip_norm: clip the gradient norm (``None``: no clipping).
         amp: mixed precision (CUDA only).
@@ -251,20 +304,16 @@ def build_diffusion_trainer(
         sample_dir, sample_every, sample_scheduler, sample_shape, sample_n_per_class, guidance_scale, sample_steps,
         num_classes, progress,
     )  # fmt: skip
-    handlers.extend(train_handlers or [])
+    prepare = ClassConditionedPrepareBatch(scheduler, image_key, label_key, generator=generator)
+    weighted = snr_gamma is not None
+    loss_fn = MinSNRWeightedLoss(loss, prepare, snr_gamma) if weighted else get_loss_function(loss, huber_delta)
     trainer = SupervisedTrainer(
-        device=device,
-        max_epochs=int(max_epochs),
-        train_data_loader=train_data_loader,
-        network=network,
-        optimizer=optimizer,
-        loss_function=get_loss_function(loss, huber_delta),
-        prepare_batch=ClassConditionedPrepareBatch(scheduler, image_key, label_key, generator=generator),
+        device=device, max_epochs=int(max_epochs), train_data_loader=train_data_loader, network=network,
+        optimizer=optimizer, loss_function=loss_fn, prepare_batch=prepare,
         inferer=ClassConditionedDiffusionInferer(scheduler, num_classes, cond_drop_prob, generator=generator),
-        train_handlers=handlers,
-        amp=bool(amp) and device.type == "cuda",
+        train_handlers=handlers + list(train_handlers or []), amp=bool(amp) and device.type == "cuda",
         decollate=decollate,
-    )
+    )  # fmt: skip
     trainer.ema_model = ema_model
     return trainer
 
@@ -306,7 +355,7 @@ def _trainer_handlers(
         if sample_shape is None:
             raise ValueError("`sample_shape` (C, *spatial) is required when `sample_dir` is set.")
         if sample_scheduler is None:
-            sample_scheduler = ddim_from(scheduler)
+            sample_scheduler = sampler_from(scheduler, "rflow" if isinstance(scheduler, RFlowScheduler) else "ddim")
         handlers.append(
             SampleGridHandler(
                 ema_model if ema_model is not None else network,

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from monai_synth.networks.diffusion_unet import build_diffusion_unet
-from monai_synth.networks.schedulers import build_scheduler
+from monai_synth.networks.schedulers import build_scheduler, sampler_from
 
 __all__ = ["DiffusionRecipe"]
 
@@ -33,7 +33,10 @@ class DiffusionRecipe:
         num_head_channels: channels per attention head.
         norm_num_groups: GroupNorm groups (must divide every channel count).
         schedule: beta schedule (``cosine``: Nichol & Dhariwal 2021, Eq. 17).
-        prediction_type: ``epsilon`` or ``v_prediction`` (Salimans & Ho 2022).
+        prediction_type: what the network predicts: ``epsilon`` (Ho et al. 2020), ``v_prediction`` (Salimans & Ho
+            2022) or ``flow`` (rectified flow, Liu et al. 2023, through MONAI's ``RFlowScheduler``: the network
+            predicts the velocity ``x_0 - eps`` and samples with the ``rflow`` Euler sampler).
+        snr_gamma: min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper); ``None``: unweighted.
         loss: ``l1`` (seed 000), ``l2`` (seeds 001/003, Ho et al. 2020 Eq. 14) or ``huber`` (seed 002).
         num_train_timesteps: T of the forward process.
         lr: Adam learning rate after the linear warm-up.
@@ -45,8 +48,14 @@ class DiffusionRecipe:
         cond_drop_prob: classifier-free guidance label dropout (Ho & Salimans 2022).
         hflip: random horizontal flips during diffusion training.
         guidance_scale: CFG weight w at sampling; 1 samples the conditional model alone (one network pass per step).
-        sample_steps: DDIM steps at sampling.
-        sample_eta: DDIM eta (Song et al. 2021, Eq. 16): 1 = DDPM-like stochastic steps, 0 = deterministic.
+        sampler: a :class:`~monai_synth.networks.schedulers.SamplerKind`: ``ddim``, ``dpmpp_2m``, ``dpmpp_3m``
+            (DPM-Solver++, Lu et al. 2022), ``unipc_2``, ``unipc_3`` (UniPC, Zhao et al. 2023), ``ddpm``, or ``rflow``
+            (the only sampler of ``prediction_type="flow"``).
+        sample_steps: sampler steps (network evaluations, twice that where CFG applies).
+        sample_eta: DDIM eta (Song et al. 2021, Eq. 16): 1 = DDPM-like stochastic steps, 0 = deterministic; only
+            used by the ``ddim`` sampler.
+        guidance_interval: ``(sigma_lo, sigma_hi)``: CFG only at noise levels in that interval, one conditional
+            pass elsewhere (Kynkaanniemi et al. 2024; :func:`monai_synth.inferers.sample`); ``None``: every step.
         grad_clip_norm: gradient-norm clipping (``None``: none).
         seed: training seed.
     """
@@ -59,6 +68,7 @@ class DiffusionRecipe:
     norm_num_groups: int = 32
     schedule: str = "cosine"
     prediction_type: str = "epsilon"
+    snr_gamma: float | None = None
     loss: str = "l1"
     num_train_timesteps: int = 1000
     lr: float = 1e-3
@@ -70,8 +80,10 @@ class DiffusionRecipe:
     cond_drop_prob: float = 0.1
     hflip: bool = False
     guidance_scale: float = 1.0
+    sampler: str = "ddim"
     sample_steps: int = 50
     sample_eta: float = 1.0
+    guidance_interval: tuple[float, float] | None = None
     grad_clip_norm: float | None = 1.0
     seed: int = 0
 
@@ -95,8 +107,29 @@ class DiffusionRecipe:
                 f"DiffusionRecipe.sample_steps ({self.sample_steps}) cannot exceed num_train_timesteps "
                 f"({self.num_train_timesteps})."
             )
+        self._check_objective_and_sampler()
         if self.train_minutes is not None and not self.train_minutes > 0:
             raise ValueError(f"DiffusionRecipe.train_minutes must be > 0 or None, got {self.train_minutes!r}.")
+
+    def _check_objective_and_sampler(self) -> None:
+        if self.prediction_type not in ("epsilon", "v_prediction", "flow"):
+            raise ValueError(
+                "DiffusionRecipe.prediction_type must be 'epsilon', 'v_prediction' or 'flow', "
+                f"got {self.prediction_type!r}."
+            )
+        if (self.prediction_type == "flow") != (self.sampler == "rflow"):
+            raise ValueError(
+                "DiffusionRecipe: prediction_type='flow' (rectified flow) samples only with sampler='rflow', and "
+                f"sampler='rflow' needs prediction_type='flow'; got {self.prediction_type!r} / {self.sampler!r}."
+            )
+        if self.snr_gamma is not None and (self.prediction_type == "flow" or not self.snr_gamma > 0):
+            raise ValueError(f"DiffusionRecipe.snr_gamma must be > 0 and needs a VP objective, got {self.snr_gamma!r}.")
+        if self.guidance_interval is not None:
+            self.guidance_interval = tuple(float(v) for v in self.guidance_interval)
+            if len(self.guidance_interval) != 2 or not self.guidance_interval[0] < self.guidance_interval[1]:
+                raise ValueError(
+                    f"DiffusionRecipe.guidance_interval must be (lo, hi) with lo < hi, got {self.guidance_interval!r}."
+                )
 
     def build_network(self, num_classes: int | None, in_channels: int = 1) -> torch.nn.Module:
         """The recipe's ``DiffusionModelUNet`` (class-conditional with ``num_classes + 1`` embeddings)."""
@@ -111,10 +144,24 @@ class DiffusionRecipe:
         )
 
     def build_scheduler(self) -> Any:
-        """The recipe's training scheduler (MONAI ``DDPMScheduler``)."""
+        """The recipe's training scheduler: MONAI's ``DDPMScheduler``, or ``RFlowScheduler`` for ``flow``."""
+        if self.prediction_type == "flow":
+            return build_scheduler("rflow", num_train_timesteps=self.num_train_timesteps)
         return build_scheduler(
             "ddpm",
             num_train_timesteps=self.num_train_timesteps,
             schedule=self.schedule,
             prediction_type=self.prediction_type,
         )
+
+    def sampling_scheduler(self, trained: Any | None = None) -> Any:
+        """The recipe's sampler on the schedule of ``trained`` (default: :meth:`build_scheduler`), with
+        ``sample_steps`` set."""
+        sched = sampler_from(trained if trained is not None else self.build_scheduler(), self.sampler)
+        sched.set_timesteps(self.sample_steps)
+        return sched
+
+    @property
+    def sampler_eta(self) -> float:
+        """``sample_eta`` for the ``ddim`` sampler, 0 for the deterministic ones."""
+        return self.sample_eta if self.sampler == "ddim" else 0.0

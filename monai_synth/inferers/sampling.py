@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
-from monai.networks.schedulers import Scheduler
+from monai.networks.schedulers import RFlowScheduler, Scheduler
 from monai.utils import optional_import
 
 from monai_synth.utils.module import unwrap_model
@@ -33,6 +33,8 @@ __all__ = [
     "previous_timestep",
     "classifier_free_guidance",
     "clip_model_output",
+    "noise_level",
+    "in_guidance_interval",
     "resolve_null_class",
     "sample",
 ]
@@ -62,13 +64,22 @@ class GuidanceStrategy(Protocol):
 def previous_timestep(scheduler: Scheduler, t: int) -> int:
     """Timestep of the sample that ``scheduler.step(..., t, ...)`` returns, ``-1`` for the clean image.
 
-    Schedulers whose ``step`` jumps by ``num_train_timesteps // num_inference_steps`` (MONAI's DDIM, recognised by
-    its ``final_alpha_cumprod`` attribute) and schedulers that step ``t -> t - 1`` (MONAI's DDPM) are supported.
+    A scheduler's own ``previous_timestep(t)`` is used when it has one (the multistep solvers of
+    :mod:`monai_synth.networks.schedulers`); otherwise schedulers whose ``step`` jumps by
+    ``num_train_timesteps // num_inference_steps`` (MONAI's DDIM, recognised by its ``final_alpha_cumprod``
+    attribute) and schedulers that step ``t -> t - 1`` (MONAI's DDPM) are supported.
 
     Args:
         scheduler: a MONAI scheduler after ``set_timesteps``.
         t: current timestep.
     """
+    own = getattr(scheduler, "previous_timestep", None)
+    if callable(own):  # schedulers that step along their own timestep list (monai_synth.networks.schedulers)
+        return int(own(int(t)))
+    if isinstance(scheduler, RFlowScheduler):  # Euler steps along the timestep list, the last one to t = 0
+        steps = [int(s) for s in scheduler.timesteps]
+        i = steps.index(int(t))
+        return steps[i + 1] if i + 1 < len(steps) else -1
     if hasattr(scheduler, "final_alpha_cumprod"):
         n_inf = scheduler.num_inference_steps or scheduler.num_train_timesteps
         prev = int(t) - scheduler.num_train_timesteps // n_inf
@@ -196,7 +207,7 @@ def resolve_null_class(model: torch.nn.Module, null_class: int | None) -> int:
 
 def _step_kwargs(scheduler: Scheduler, eta: float, generator: torch.Generator | None) -> dict:
     params = inspect.signature(scheduler.step).parameters
-    kwargs: dict = {}
+    kwargs: dict = {"next_timestep": None} if "next_timestep" in params else {}
     if "generator" in params:
         kwargs["generator"] = generator
     if "eta" in params:
@@ -206,12 +217,45 @@ def _step_kwargs(scheduler: Scheduler, eta: float, generator: torch.Generator | 
     return kwargs
 
 
+def noise_level(scheduler: Scheduler, t: int) -> float:
+    """The noise level of timestep ``t`` as EDM's sigma (Karras et al. 2022): ``sqrt((1 - abar_t) / abar_t)`` for
+    variance-preserving schedulers, ``(t / T) / (1 - t / T)`` for rectified flow (``x_t = (1 - t/T) x_0 + t/T eps``)."""
+    if isinstance(scheduler, RFlowScheduler):
+        frac = min(float(t) / scheduler.num_train_timesteps, 1.0 - 1e-6)
+        return frac / (1.0 - frac)
+    abar = float(scheduler.alphas_cumprod[int(t)])
+    return math.sqrt(max(1.0 - abar, 0.0) / max(abar, 1e-20))
+
+
+def in_guidance_interval(scheduler: Scheduler, t: int, interval: tuple[float, float] | None) -> bool:
+    """Whether CFG applies at ``t`` with ``guidance_interval=interval`` (always when ``interval`` is ``None``)."""
+    if interval is None:
+        return True
+    lo, hi = (float(v) for v in interval)
+    if not lo < hi:
+        raise ValueError(f"`guidance_interval` must be (sigma_lo, sigma_hi), sigma_lo < sigma_hi; got {interval!r}.")
+    return lo < noise_level(scheduler, t) <= hi
+
+
+def _model_output(
+    model: torch.nn.Module, x: torch.Tensor, t: int, labels: torch.Tensor | None, cfg: bool, guidance_scale: float
+) -> torch.Tensor:
+    """One network pass at ``t``; with ``cfg`` the conditional and null-class halves in one batch, combined."""
+    x_in = torch.cat([x, x]) if cfg else x
+    t_in = torch.full((x_in.shape[0],), t, dtype=torch.long, device=x.device)
+    out = model(x_in, timesteps=t_in) if labels is None else model(x_in, timesteps=t_in, class_labels=labels)
+    if cfg:
+        out_cond, out_uncond = out.chunk(2)
+        out = classifier_free_guidance(out_cond, out_uncond, guidance_scale)
+    return out
+
+
 def _check_timesteps(scheduler: Scheduler) -> list[int]:
     timesteps = [int(t) for t in scheduler.timesteps]
     if not timesteps:
         raise ValueError("`scheduler.timesteps` is empty: call `scheduler.set_timesteps(n)` first.")
     for t, t_next in zip(timesteps[:-1], timesteps[1:]):
-        if previous_timestep(scheduler, t) != t_next and not hasattr(scheduler, "final_alpha_cumprod"):
+        if previous_timestep(scheduler, t) != t_next and not hasattr(scheduler, "final_alpha_cumprod"):  # DDPM
             raise ValueError(
                 f"{type(scheduler).__name__}.step always steps t -> t-1, but `scheduler.timesteps` skips from {t} "
                 f"to {t_next} (num_inference_steps={scheduler.num_inference_steps}). Use all "
@@ -235,6 +279,7 @@ def sample(
     device: str | torch.device | None = None,
     progress: bool = False,
     consistent_clip: bool = True,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Draw samples by running the reverse diffusion chain of ``scheduler`` with ``model``.
 
@@ -262,6 +307,10 @@ def sample(
         progress: show a tqdm progress bar.
         consistent_clip: when the scheduler has ``clip_sample=True``, pass the output through
             :func:`clip_model_output` first (fixes inverted classes with CFG + DDIM; no effect on DDPM).
+        guidance_interval: ``(sigma_lo, sigma_hi)``: apply CFG only at steps whose noise level
+            :func:`noise_level` lies in ``(sigma_lo, sigma_hi]``, and run one conditional pass elsewhere
+            (Kynkaanniemi et al. 2024, "Applying Guidance in a Limited Interval Improves Sample and Distribution
+            Quality in Diffusion Models"); ``None`` guides every step.
 
     Returns:
         the final samples ``x_0`` (not clipped; the scheduler clips its ``x_0`` prediction when ``clip_sample``).
@@ -287,7 +336,9 @@ def sample(
 
     x = _initial_noise(model, shape, noise, generator, device)
     use_cfg = class_labels is not None and float(guidance_scale) != 1.0
-    labels_in = _model_labels(model, class_labels, x.shape[0], use_cfg, null_class, device)
+    labels_cfg = _model_labels(model, class_labels, x.shape[0], use_cfg, null_class, device)
+    labels_one = labels_cfg[: x.shape[0]] if labels_cfg is not None else None
+    guided = [use_cfg and in_guidance_interval(scheduler, t, guidance_interval) for t in timesteps]
 
     iterator = timesteps
     if progress and has_tqdm:
@@ -297,21 +348,16 @@ def sample(
     model.eval()
     try:
         with torch.inference_mode():
-            for t in iterator:
-                x_in = torch.cat([x, x]) if use_cfg else x
-                t_in = torch.full((x_in.shape[0],), t, dtype=torch.long, device=device)
-                if labels_in is None:
-                    out = model(x_in, timesteps=t_in)
-                else:
-                    out = model(x_in, timesteps=t_in, class_labels=labels_in)
-                if use_cfg:
-                    out_cond, out_uncond = out.chunk(2)
-                    out = classifier_free_guidance(out_cond, out_uncond, guidance_scale)
+            for t, cfg_now in zip(iterator, guided):
+                out = _model_output(model, x, t, labels_cfg if cfg_now else labels_one, cfg_now, guidance_scale)
                 if consistent_clip and getattr(scheduler, "clip_sample", False):
                     out = clip_model_output(scheduler, out, x, t)
+                prev_t = previous_timestep(scheduler, t)
+                if "next_timestep" in step_kwargs:  # rectified flow: the step size comes from the next timestep
+                    step_kwargs["next_timestep"] = max(prev_t, 0)
                 x_prev, _ = scheduler.step(out, t, x, **step_kwargs)
                 if guidance is not None:
-                    x_prev = guidance(x_prev, t, previous_timestep(scheduler, t), scheduler, generator)
+                    x_prev = guidance(x_prev, t, prev_t, scheduler, generator)
                 x = x_prev
     finally:
         model.train(was_training)

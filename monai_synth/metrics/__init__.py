@@ -9,6 +9,8 @@ from .classification import (
     METRIC_NAMES,
     PrecisionRecallF1,
     accuracy,
+    accuracy_ci,
+    auc_ci,
     classification_metrics,
     confusion_matrix,
     per_class_accuracy,

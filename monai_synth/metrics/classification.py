@@ -22,6 +22,8 @@ __all__ = [
     "per_class_accuracy",
     "precision_recall_f1",
     "roc_auc",
+    "accuracy_ci",
+    "auc_ci",
     "rank_with_ties",
     "classification_metrics",
     "METRIC_NAMES",
@@ -238,3 +240,37 @@ def classification_metrics(
     out.update(precision_pos=pos.precision, recall_pos=pos.recall, f1_pos=pos.f1)
     out["auc"] = roc_auc(y_true, p, pos_label=pos_label)
     return out
+
+
+def accuracy_ci(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) confidence interval of an accuracy ``correct / n`` (Clopper & Pearson 1934).
+
+    Raises:
+        ValueError: ``n < 1`` or ``correct`` outside ``[0, n]``.
+    """
+    from scipy.stats import binomtest
+
+    if n < 1 or not 0 <= correct <= n:
+        raise ValueError(f"accuracy_ci needs 0 <= correct <= n and n >= 1, got correct={correct}, n={n}.")
+    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def auc_ci(auc: float, n_pos: int, n_neg: int, level: float = 0.95) -> tuple[float, float]:
+    """Normal-approximation confidence interval of an AUC with the Hanley & McNeil (1982, Eq. 2) standard error.
+
+    ``SE^2 = (A(1-A) + (n_1 - 1)(Q_1 - A^2) + (n_0 - 1)(Q_2 - A^2)) / (n_1 n_0)``, ``Q_1 = A / (2 - A)``,
+    ``Q_2 = 2A^2 / (1 + A)``; the interval is clipped to [0, 1].
+
+    Raises:
+        ValueError: ``n_pos`` or ``n_neg`` below 1.
+    """
+    from scipy.stats import norm
+
+    if n_pos < 1 or n_neg < 1:
+        raise ValueError(f"auc_ci needs positives and negatives, got n_pos={n_pos}, n_neg={n_neg}.")
+    a = float(auc)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    half = float(norm.ppf(0.5 + level / 2)) * max(var, 0.0) ** 0.5
+    return max(0.0, a - half), min(1.0, a + half)

@@ -136,3 +136,29 @@ def test_seed000_table2_row1_is_macro_average():
 def test_errors(fn, args, match):
     with pytest.raises(ValueError, match=match):
         fn(*args)
+
+
+def test_accuracy_ci_is_clopper_pearson():
+    from monai_synth.metrics import accuracy_ci
+
+    # textbook values: 90/100 -> [0.8238, 0.9510]; 0/10 -> [0, 1 - 0.025**(1/10)]
+    lo, hi = accuracy_ci(90, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.8238, 0.951)
+    lo, hi = accuracy_ci(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 10), rel=1e-9)
+    with pytest.raises(ValueError, match="correct"):
+        accuracy_ci(11, 10)
+
+
+def test_auc_ci_is_hanley_mcneil():
+    from monai_synth.metrics import auc_ci
+
+    a, n1, n0 = 0.8, 50, 50  # Hanley & McNeil 1982, Eq. 2 by hand
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = ((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0)) ** 0.5
+    lo, hi = auc_ci(a, n1, n0)
+    assert se == pytest.approx(0.0445, abs=1e-4)
+    assert (lo, hi) == (pytest.approx(a - 1.959964 * se, rel=1e-6), pytest.approx(a + 1.959964 * se, rel=1e-6))
+    assert auc_ci(1.0, 3, 3)[1] == 1.0
+    with pytest.raises(ValueError, match="n_pos"):
+        auc_ci(0.5, 0, 4)

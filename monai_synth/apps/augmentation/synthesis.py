@@ -14,7 +14,6 @@ import torch
 from monai_synth.apps.augmentation.generator import GeneratorResult
 from monai_synth.data.datalists import load_datalist_json
 from monai_synth.data.splits import items_from_arrays
-from monai_synth.engines.diffusion import ddim_from
 from monai_synth.engines.generate import generate_dataset
 from monai_synth.engines.privacy import filter_generated_dataset
 from monai_synth.engines.recipe import DiffusionRecipe
@@ -52,11 +51,11 @@ def synthesize(
         (``out_dir/sampling_time.json``), so a call that finds the set complete reports the original cost.
     """
     recipe = recipe or DiffusionRecipe()
-    ddim = ddim_from(generator.scheduler, clip_sample=True)
+    sampler = recipe.sampling_scheduler(generator.scheduler)
     t0 = time.perf_counter()
     result = generate_dataset(
         generator.model,
-        ddim,
+        sampler,
         ensure_writable_dir(out_dir),
         num_per_class=int(n_per_class),
         num_classes=generator.num_classes,
@@ -64,7 +63,8 @@ def synthesize(
         formats=("png",),
         guidance_scale=recipe.guidance_scale,
         num_inference_steps=recipe.sample_steps,
-        eta=recipe.sample_eta,
+        eta=recipe.sampler_eta,
+        guidance_interval=recipe.guidance_interval,
         batch_size=batch_size,
         seed=seed,
         device=device,

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, Scheduler
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler, Scheduler
 from monai.utils import StrEnum
 
-__all__ = ["SchedulerKind", "build_scheduler", "ddim_from"]
+__all__ = ["SamplerKind", "SchedulerKind", "build_scheduler", "ddim_from", "sampler_from"]
 
 
 class SchedulerKind(StrEnum):
-    """Noise schedulers from MONAI."""
+    """Training / sampling schedulers from MONAI: DDPM (Ho et al. 2020), DDIM (Song et al. 2021), rectified flow."""
 
     DDPM = "ddpm"
     DDIM = "ddim"
+    RFLOW = "rflow"
+
+
+class SamplerKind(StrEnum):
+    """Samplers for a trained model: the training DDPM chain, DDIM, DPM-Solver++ 2M / 3M, UniPC 2 / 3, and the
+    Euler sampler of a rectified-flow model (MONAI's ``RFlowScheduler``)."""
+
+    DDPM = "ddpm"
+    DDIM = "ddim"
+    DPMPP_2M = "dpmpp_2m"
+    DPMPP_3M = "dpmpp_3m"
+    UNIPC_2 = "unipc_2"
+    UNIPC_3 = "unipc_3"
+    RFLOW = "rflow"
 
 
 def build_scheduler(
@@ -42,6 +56,11 @@ def build_scheduler(
     options = {m.value for m in SchedulerKind}
     if key not in options:
         raise ValueError(f"`scheduler` kind must be one of {sorted(options)}, got {kind!r}.")
+    if key == SchedulerKind.RFLOW:
+        sched = RFlowScheduler(num_train_timesteps=num_train_timesteps, use_discrete_timesteps=True, spatial_dim=2)
+        if num_inference_steps is not None:
+            sched.set_timesteps(int(num_inference_steps))
+        return sched
     cls = DDPMScheduler if key == SchedulerKind.DDPM else DDIMScheduler
     sched = cls(
         num_train_timesteps=num_train_timesteps,
@@ -73,3 +92,42 @@ def ddim_from(scheduler: Scheduler, clip_sample: bool | None = None) -> DDIMSche
     ddim.betas, ddim.alphas = scheduler.betas, scheduler.alphas
     ddim.alphas_cumprod = scheduler.alphas_cumprod.cpu()
     return ddim
+
+
+def sampler_from(scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sample: bool = True) -> Scheduler:
+    """A sampling scheduler of ``kind`` on the noise schedule of a trained ``scheduler`` (betas copied).
+
+    ``ddpm`` returns ``scheduler`` itself; ``ddim`` is :func:`ddim_from`; ``dpmpp_2m`` / ``dpmpp_3m`` and
+    ``unipc_2`` / ``unipc_3`` are the multistep solvers of :mod:`monai_synth.networks.schedulers.multistep` with the
+    trained ``prediction_type``; ``rflow`` needs a rectified-flow ``scheduler`` (``RFlowScheduler``) and returns it.
+    Call ``set_timesteps`` before sampling.
+
+    Raises:
+        ValueError: unknown ``kind``, or ``rflow`` for a variance-preserving model (and the reverse).
+    """
+    from monai_synth.networks.schedulers.multistep import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    key = str(kind).lower()
+    options = [m.value for m in SamplerKind]
+    if key not in options:
+        raise ValueError(f"`sampler` must be one of {options}, got {kind!r}.")
+    is_flow = isinstance(scheduler, RFlowScheduler)
+    if (key == SamplerKind.RFLOW) != is_flow:
+        raise ValueError(
+            f"sampler {key!r} does not fit a {type(scheduler).__name__}: rectified-flow models sample with 'rflow', "
+            "variance-preserving (DDPM-trained) models with the other samplers."
+        )
+    if key in (SamplerKind.DDPM, SamplerKind.RFLOW):
+        return scheduler
+    if key == SamplerKind.DDIM:
+        return ddim_from(scheduler, clip_sample=clip_sample)
+    cls = DPMSolverMultistepScheduler if key.startswith("dpmpp") else UniPCMultistepScheduler
+    solver = cls(
+        num_train_timesteps=scheduler.num_train_timesteps,
+        prediction_type=scheduler.prediction_type,
+        solver_order=int(key[-2 if key.startswith("dpmpp") else -1]),
+        clip_sample=clip_sample,
+    )
+    solver.betas, solver.alphas = scheduler.betas, scheduler.alphas
+    solver.alphas_cumprod = scheduler.alphas_cumprod.cpu()
+    return solver

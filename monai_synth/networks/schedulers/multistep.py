@@ -1,0 +1,263 @@
+"""Multistep ODE solvers for diffusion sampling on MONAI's ``Scheduler`` API: DPM-Solver++ and UniPC.
+
+Both integrate the probability-flow ODE of a variance-preserving diffusion in its data-prediction form. With
+``alpha_t = sqrt(abar_t)``, ``sigma_t = sqrt(1 - abar_t)``, ``lambda_t = log(alpha_t / sigma_t)`` and the model's
+data prediction ``D_t`` (``x_0`` implied by the epsilon or v output), one step from ``s`` to ``t`` is
+
+    ``x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) D_s + (higher-order terms)``,  ``h = lambda_t - lambda_s``
+
+(Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models", Eq. 9 and
+Algorithm 2 for the second-order multistep update; the third-order multistep update follows the same construction
+with a second divided difference). UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast
+Sampling of Diffusion Models", Algorithms 1-2, ``B(h) = e^{-h} - 1``, "bh2") adds a corrector that reuses the model
+evaluation at the new point, so it costs no extra network pass.
+
+Contract (the one sampling loop, :func:`monai_synth.inferers.sample`): ``set_timesteps(n)`` sets ``n`` decreasing
+training timesteps from ``T - 1`` (one network evaluation each); ``step(model_output, t, x)`` returns
+``(x_prev, x0_pred)`` where ``x_prev`` belongs to :meth:`previous_timestep` ``(t)`` (``-1`` after the last step: the
+clean sample). The solvers keep the data predictions of the previous steps; the history restarts whenever ``step``
+is called at the first timestep. The last step (to noise level 0) is first order: it returns ``D_t`` itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from monai.networks.schedulers import Scheduler
+
+__all__ = ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler"]
+
+
+class _MultistepSolver(Scheduler):
+    """Shared schedule, timesteps, data prediction and history of the multistep solvers.
+
+    Args:
+        num_train_timesteps: T of the trained model.
+        schedule: MONAI noise schedule name (``"cosine"``, ``"linear_beta"``, ...).
+        prediction_type: what the network predicts: ``"epsilon"`` or ``"v_prediction"``.
+        solver_order: 1, 2 or 3 (multistep order; the first steps use lower orders while the history fills).
+        clip_sample: clip the data prediction to ``clip_sample_values`` (as MONAI's DDIM clips ``x_0``).
+        clip_sample_values: the clipping range.
+        schedule_args: passed to the schedule function (e.g. ``beta_start``, ``beta_end``).
+    """
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        schedule: str = "linear_beta",
+        prediction_type: str = "epsilon",
+        solver_order: int = 2,
+        clip_sample: bool = True,
+        clip_sample_values: tuple[float, float] = (-1.0, 1.0),
+        **schedule_args,
+    ) -> None:
+        super().__init__(num_train_timesteps, schedule, **schedule_args)
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"`prediction_type` must be 'epsilon' or 'v_prediction', got {prediction_type!r}.")
+        if int(solver_order) not in (1, 2, 3):
+            raise ValueError(f"`solver_order` must be 1, 2 or 3, got {solver_order!r}.")
+        self.prediction_type = prediction_type
+        self.solver_order = int(solver_order)
+        self.clip_sample = bool(clip_sample)
+        self.clip_sample_values = tuple(float(v) for v in clip_sample_values)
+        self._history: list[tuple[int, torch.Tensor]] = []  # (timestep, data prediction), oldest first
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        """``num_inference_steps`` timesteps ``round(linspace(T - 1, 0, n + 1))[:-1]``, decreasing.
+
+        Raises:
+            ValueError: when ``num_inference_steps`` is not in ``[1, T]``.
+        """
+        n = int(num_inference_steps)
+        if not 1 <= n <= self.num_train_timesteps:
+            raise ValueError(f"`num_inference_steps` must be in [1, {self.num_train_timesteps}], got {n}.")
+        grid = torch.linspace(self.num_train_timesteps - 1, 0, n + 1).round().long()[:-1]
+        self.num_inference_steps = n
+        self.timesteps = grid.to(device) if device is not None else grid
+        self._history = []
+
+    def previous_timestep(self, timestep: int) -> int:
+        """The timestep that ``step(..., timestep, ...)`` returns a sample for; ``-1`` means the clean sample."""
+        steps = [int(t) for t in self.timesteps]
+        i = steps.index(int(timestep))
+        return steps[i + 1] if i + 1 < len(steps) else -1
+
+    def _alpha_sigma(self, t: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(alpha_t, sigma_t, lambda_t)`` at a training timestep (``t < 0``: 1, 0, +inf)."""
+        if t < 0:
+            one = torch.ones((), dtype=torch.float64)
+            return one, torch.zeros((), dtype=torch.float64), torch.tensor(math.inf, dtype=torch.float64)
+        abar = self.alphas_cumprod[int(t)].to(torch.float64)
+        alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+        return alpha, sigma, torch.log(alpha) - torch.log(sigma)
+
+    def data_prediction(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor) -> torch.Tensor:
+        """``x_0`` implied by the network output (epsilon: Ho et al. 2020 Eq. 15; v: Salimans & Ho 2022)."""
+        alpha, sigma, _ = self._alpha_sigma(int(timestep), sample)
+        alpha, sigma = alpha.to(sample.dtype).to(sample.device), sigma.to(sample.dtype).to(sample.device)
+        if self.prediction_type == "epsilon":
+            x0 = (sample - sigma * model_output) / alpha
+        else:
+            x0 = alpha * sample - sigma * model_output
+        if self.clip_sample:
+            x0 = x0.clamp(*self.clip_sample_values)
+        return x0
+
+    def _record(self, timestep: int, x0: torch.Tensor) -> None:
+        if int(timestep) == int(self.timesteps[0]):  # a new sampling chain starts
+            self._history = []
+        self._history.append((int(timestep), x0))
+        self._history = self._history[-3:]
+
+    def _order(self, timestep: int) -> int:
+        """The order of this step: limited by the history; first order for the final step to noise level 0."""
+        if self.previous_timestep(timestep) < 0:
+            return 1
+        return min(self.solver_order, len(self._history))
+
+    def _remaining(self, timestep: int) -> int:
+        """Steps left including this one."""
+        return len(self.timesteps) - [int(t) for t in self.timesteps].index(int(timestep))
+
+    def _check(self, timestep: int) -> None:
+        if self.num_inference_steps is None:
+            raise ValueError(f"{type(self).__name__}: call `set_timesteps(n)` before `step`.")
+        if int(timestep) not in [int(t) for t in self.timesteps]:
+            raise ValueError(f"{type(self).__name__}: timestep {timestep} is not in `timesteps`.")
+
+
+class DPMSolverMultistepScheduler(_MultistepSolver):
+    """DPM-Solver++ multistep (Lu et al. 2022, Algorithm 2; order 3 by the same divided differences).
+
+    The authors recommend order 2 for guided (CFG) sampling and order 3 for unguided sampling. See
+    :class:`_MultistepSolver` for the arguments.
+    """
+
+    def _order(self, timestep: int) -> int:
+        """As the base class; a third-order solver also steps at second order at the penultimate step of chains
+        shorter than 15 steps (lower-order final steps stabilise few-step sampling, Lu et al. 2022, Sec. 5)."""
+        order = super()._order(timestep)
+        if len(self.timesteps) < 15 and self._remaining(timestep) == 2:
+            order = min(order, 2)
+        return order
+
+    def step(
+        self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One multistep update from ``timestep`` to :meth:`previous_timestep`; returns ``(x_prev, x0_pred)``."""
+        self._check(timestep)
+        x0 = self.data_prediction(model_output, timestep, sample)
+        self._record(timestep, x0)
+        t = self.previous_timestep(timestep)
+        order = self._order(timestep)
+        if t < 0:
+            return x0, x0
+        alpha_t, sigma_t, lam_t = self._alpha_sigma(t, sample)
+        lams = [self._alpha_sigma(s, sample)[2] for s, _ in self._history]
+        _, sigma_s, _ = self._alpha_sigma(int(timestep), sample)
+        h = lam_t - lams[-1]
+        phi = torch.expm1(-h)  # e^{-h} - 1
+        m0 = self._history[-1][1]
+        x = (sigma_t / sigma_s).item() * sample - (alpha_t * phi).item() * m0
+        if order >= 2:
+            m1 = self._history[-2][1]
+            r0 = (lams[-1] - lams[-2]) / h
+            d1_0 = (m0 - m1) / r0.item()
+            if order == 2:
+                x = x - (0.5 * alpha_t * phi).item() * d1_0
+            else:
+                m2 = self._history[-3][1]
+                r1 = (lams[-2] - lams[-3]) / h
+                d1_1 = (m1 - m2) / r1.item()
+                d1 = d1_0 + (r0 / (r0 + r1)).item() * (d1_0 - d1_1)
+                d2 = (d1_0 - d1_1) / (r0 + r1).item()
+                x = x + (alpha_t * (phi / h + 1.0)).item() * d1 - (alpha_t * ((phi + h) / h**2 - 0.5)).item() * d2
+        return x.to(sample.dtype), x0
+
+
+class UniPCMultistepScheduler(_MultistepSolver):
+    """UniPC (Zhao et al. 2023): the UniP-p predictor with the UniC corrector, ``B(h) = e^{-h} - 1`` ("bh2").
+
+    The corrector refines the sample that the previous predictor produced, using the network output at that sample,
+    which the loop computes anyway: order ``p`` predictor + corrector at no extra network pass. The corrector is off
+    for the final step (to noise level 0). See :class:`_MultistepSolver` for the other arguments.
+
+    Args:
+        use_corrector: apply UniC (False gives the plain UniP predictor).
+    """
+
+    def __init__(self, *args, use_corrector: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.use_corrector = bool(use_corrector)
+        self._last: tuple[int, torch.Tensor, int] | None = None  # (timestep, sample before the predictor, order)
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        """See :meth:`_MultistepSolver.set_timesteps`; also forgets the corrector's state."""
+        super().set_timesteps(num_inference_steps, device)
+        self._last = None
+
+    def _order(self, timestep: int) -> int:
+        """As the base class, and never above the number of steps left (lower-order final steps)."""
+        return min(super()._order(timestep), self._remaining(timestep))
+
+    def _coefficients(self, h: torch.Tensor, rks: list[torch.Tensor], order: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``R`` (Vandermonde in ``r_k``) and ``b`` of UniPC's linear system (Zhao et al. 2023, Eq. 8, bh2)."""
+        hh = -h
+        h_phi_1 = torch.expm1(hh)
+        h_phi_k = h_phi_1 / hh - 1
+        b_h = torch.expm1(hh)
+        r = torch.stack([*rks, torch.ones((), dtype=torch.float64)])
+        rows, b, factorial = [], [], 1
+        for i in range(1, order + 1):
+            rows.append(r ** (i - 1))
+            b.append(h_phi_k * factorial / b_h)
+            factorial *= i + 1
+            h_phi_k = h_phi_k / hh - 1 / factorial
+        return torch.stack(rows), torch.stack(b)
+
+    def _update(
+        self, sample: torch.Tensor, s0: int, t: int, order: int, history: list, model_t: torch.Tensor | None
+    ) -> torch.Tensor:
+        """UniP (``model_t is None``) or UniC step from ``s0`` to ``t`` with the data predictions ``history``."""
+        alpha_t, sigma_t, lam_t = self._alpha_sigma(t, sample)
+        _, sigma_s, lam_s = self._alpha_sigma(s0, sample)
+        h = lam_t - lam_s
+        m0 = history[-1][1]
+        rks, d1s = [], []
+        for i in range(1, order):
+            si, mi = history[-(i + 1)]
+            rk = (self._alpha_sigma(si, sample)[2] - lam_s) / h
+            rks.append(rk)
+            d1s.append((mi - m0) / rk.item())
+        R, b = self._coefficients(h, rks, order)
+        b_h = torch.expm1(-h)
+        x = (sigma_t / sigma_s).item() * sample - (alpha_t * b_h).item() * m0
+        if model_t is None:  # predictor
+            if not d1s:
+                return x
+            rhos = torch.tensor([0.5], dtype=torch.float64) if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
+            res = sum(rho.item() * d for rho, d in zip(rhos, d1s))
+        else:  # corrector
+            rhos = torch.tensor([0.5], dtype=torch.float64) if order == 1 else torch.linalg.solve(R, b)
+            res = sum(rho.item() * d for rho, d in zip(rhos[:-1], d1s)) + rhos[-1].item() * (model_t - m0)
+        return x - (alpha_t * b_h).item() * res
+
+    def step(
+        self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Correct ``sample`` with this output (UniC), then predict the next sample (UniP); ``(x_prev, x0_pred)``."""
+        self._check(timestep)
+        x0 = self.data_prediction(model_output, timestep, sample)
+        if int(timestep) == int(self.timesteps[0]):
+            self._last = None
+        if self.use_corrector and self._last is not None and self._history:  # x0 stays the model's (uncorrected) one
+            s0, last_sample, last_order = self._last
+            sample = self._update(last_sample, s0, int(timestep), last_order, self._history, x0).to(sample.dtype)
+        self._record(timestep, x0)
+        t = self.previous_timestep(timestep)
+        if t < 0:
+            return x0, x0
+        order = self._order(timestep)
+        self._last = (int(timestep), sample, order)
+        return self._update(sample, int(timestep), t, order, self._history, None).to(sample.dtype), x0

@@ -1,0 +1,112 @@
+"""Training objectives of the recipe: epsilon, v-prediction, min-SNR-gamma weighting, rectified flow."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import tiny_items
+from monai.networks.schedulers import RFlowScheduler
+
+from monai_synth.apps.augmentation import DiffusionRecipe, synthesize, train_generator
+from monai_synth.engines.diffusion import (
+    ClassConditionedPrepareBatch,
+    MinSNRWeightedLoss,
+    build_diffusion_trainer,
+    diffusion_target,
+)
+from monai_synth.inferers.sampling import previous_timestep
+from monai_synth.networks.schedulers import build_scheduler, sampler_from
+
+TINY = {"image_size": 8, "channels": (8, 8), "attention_levels": (False, False), "num_head_channels": 8,
+        "norm_num_groups": 8, "epochs": 1, "batch_size": 4, "num_train_timesteps": 20, "sample_steps": 3}  # fmt: skip
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_min_snr_weights_follow_hang_et_al(prediction):
+    sched = build_scheduler("ddpm", num_train_timesteps=100, schedule="cosine", prediction_type=prediction)
+    prepare = ClassConditionedPrepareBatch(sched, label_key=None)
+    loss = MinSNRWeightedLoss("l2", prepare, gamma=5.0)
+    t = torch.tensor([0, 10, 50, 99])
+    abar = sched.alphas_cumprod[t].double()
+    snr = abar / (1 - abar)
+    expected = torch.minimum(snr, torch.tensor(5.0)) / (snr + 1 if prediction == "v_prediction" else snr)
+    torch.testing.assert_close(loss.weights(t).double(), expected, rtol=1e-5, atol=1e-7)
+    # the loss is the weighted mean of the per-sample mean squared errors
+    pred, target = torch.randn(4, 1, 3, 3), torch.randn(4, 1, 3, 3)
+    prepare.last_timesteps = t
+    per_sample = ((pred - target) ** 2).flatten(1).mean(1)
+    assert float(loss(pred, target)) == pytest.approx(float((expected.float() * per_sample).mean()), rel=1e-5)
+
+
+def test_min_snr_errors():
+    sched = build_scheduler("ddpm", num_train_timesteps=10)
+    with pytest.raises(ValueError, match="snr_gamma"):
+        MinSNRWeightedLoss("l1", ClassConditionedPrepareBatch(sched), gamma=0)
+    with pytest.raises(ValueError, match="variance-preserving"):
+        MinSNRWeightedLoss("l1", ClassConditionedPrepareBatch(build_scheduler("rflow", num_train_timesteps=10)))
+
+
+def test_rectified_flow_target_timesteps_and_sampler():
+    sched = build_scheduler("rflow", num_train_timesteps=100)
+    assert isinstance(sched, RFlowScheduler)
+    images, noise = torch.rand(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    torch.testing.assert_close(diffusion_target(sched, images, noise, torch.tensor([1, 2, 3])), images - noise)
+    prepare = ClassConditionedPrepareBatch(sched, generator=torch.Generator().manual_seed(0))
+    t = prepare.get_timesteps(torch.zeros(1000, 1, 1, 1))
+    assert t.dtype == torch.long and 0 <= int(t.min()) and int(t.max()) < 100 and 40 < float(t.float().mean()) < 60
+    sampler = sampler_from(sched, "rflow")
+    sampler.set_timesteps(4)
+    ts = [int(s) for s in sampler.timesteps]
+    assert [previous_timestep(sampler, s) for s in ts] == ts[1:] + [-1]
+    # an exact velocity field moves noise to data along straight lines: Euler is exact
+    x0, eps = torch.rand(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    x = eps.clone()  # x at t = T
+    for s in ts:
+        nxt = previous_timestep(sampler, s)
+        x, _ = sampler.step(x0 - eps, s, x, next_timestep=max(nxt, 0))
+    torch.testing.assert_close(x, x0, rtol=1e-5, atol=1e-5)
+
+
+def test_recipe_validates_objectives():
+    with pytest.raises(ValueError, match="rflow"):
+        DiffusionRecipe(prediction_type="flow")  # sampler stays ddim
+    with pytest.raises(ValueError, match="rflow"):
+        DiffusionRecipe(sampler="rflow")
+    with pytest.raises(ValueError, match="prediction_type"):
+        DiffusionRecipe(prediction_type="sample")
+    with pytest.raises(ValueError, match="snr_gamma"):
+        DiffusionRecipe(snr_gamma=-1)
+    with pytest.raises(ValueError, match="snr_gamma"):
+        DiffusionRecipe(prediction_type="flow", sampler="rflow", snr_gamma=5)
+    with pytest.raises(ValueError, match="guidance_interval"):
+        DiffusionRecipe(guidance_interval=(3.0, 1.0))
+    r = DiffusionRecipe(sampler="dpmpp_2m", sample_steps=7)
+    assert r.sampler_eta == 0.0 and DiffusionRecipe().sampler_eta == DiffusionRecipe.sample_eta
+    s = r.sampling_scheduler()
+    assert type(s).__name__ == "DPMSolverMultistepScheduler" and len(s.timesteps) == 7
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"prediction_type": "v_prediction", "snr_gamma": 5.0, "sampler": "unipc_2"},
+        {"prediction_type": "epsilon", "snr_gamma": 5.0, "sampler": "dpmpp_2m", "guidance_scale": 2.0,
+         "guidance_interval": (0.1, 50.0)},
+        {"prediction_type": "flow", "sampler": "rflow"},
+    ],
+)  # fmt: skip
+def test_objectives_train_and_sample_end_to_end(tmp_path, options):
+    recipe = DiffusionRecipe(**TINY, **options)
+    items = tiny_items(8, size=8)
+    gen = train_generator(items, recipe, tmp_path / "gen", num_classes=2, sample_every=1)
+    assert gen.iterations == 2 and list((tmp_path / "gen" / "samples").glob("*.png")) and torch.isfinite(torch.tensor(gen.final_loss))
+    synthetic, _ = synthesize(gen, 2, tmp_path / "syn", recipe)
+    assert len(synthetic) == 4 and {it["label"] for it in synthetic} == {0, 1}
+
+
+def test_trainer_uses_the_weighted_loss():
+    sched = build_scheduler("ddpm", num_train_timesteps=10)
+    net = torch.nn.Conv2d(1, 1, 1)
+    trainer = build_diffusion_trainer(net, sched, [], max_epochs=1, num_classes=None, snr_gamma=5.0, ema_decay=None)
+    assert isinstance(trainer.loss_function, MinSNRWeightedLoss)
+    assert trainer.loss_function.prepare_batch is trainer.prepare_batch

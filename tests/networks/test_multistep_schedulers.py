@@ -1,0 +1,231 @@
+"""DPM-Solver++ and UniPC against independent references: the exact probability-flow ODE of Gaussian data
+(closed-form score), the measured convergence order as steps double, and diffusers' implementation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import tiny_unet
+
+from monai_synth.inferers import sample
+from monai_synth.inferers.guidance import ilvr_guidance
+from monai_synth.inferers.sampling import noise_level, previous_timestep
+from monai_synth.networks.schedulers import (
+    DPMSolverMultistepScheduler,
+    UniPCMultistepScheduler,
+    build_scheduler,
+    sampler_from,
+)
+
+MU, S = 0.3, 0.5  # data x_0 ~ N(MU, S^2) per pixel
+
+
+def _alpha_sigma(sched, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    abar = sched.alphas_cumprod[t].double()
+    return abar.sqrt(), (1 - abar).sqrt()
+
+
+def exact_state(sched, t: int, z: torch.Tensor) -> torch.Tensor:
+    """The PF-ODE is linear for Gaussian data: ``x_t = a MU + sqrt(a^2 S^2 + s^2) z`` with ``z`` fixed along it."""
+    a, s = _alpha_sigma(sched, t)
+    return a * MU + (a * a * S * S + s * s).sqrt() * z
+
+
+def exact_eps(sched, x: torch.Tensor, t: int) -> torch.Tensor:
+    """``E[eps | x_t]`` for Gaussian data (the optimal epsilon network)."""
+    a, s = _alpha_sigma(sched, t)
+    return s * (x - a * MU) / (a * a * S * S + s * s)
+
+
+def exact_v(sched, x: torch.Tensor, t: int) -> torch.Tensor:
+    """``E[v | x_t] = a E[eps|x_t] - s E[x_0|x_t]`` (Salimans & Ho 2022)."""
+    a, s = _alpha_sigma(sched, t)
+    eps = exact_eps(sched, x, t)
+    return a * eps - s * (x - s * eps) / a
+
+
+def solve_on_grid(cls, n: int, order: int, prediction: str = "epsilon", **kw) -> float:
+    """Integrate from t = 900 to t = 100 (of T = 1000) in ``n`` steps; max error against the exact ODE state."""
+    sched = cls(num_train_timesteps=1000, schedule="cosine", solver_order=order, clip_sample=False,
+                prediction_type=prediction, **kw)  # fmt: skip
+    sched.set_timesteps(10)
+    sched.timesteps = torch.linspace(900, 100, n + 1).round().long()  # the last entry is the target, not stepped
+    z = torch.linspace(-2, 2, 9, dtype=torch.float64)
+    ts = [int(t) for t in sched.timesteps]
+    x = exact_state(sched, ts[0], z)
+    model = exact_eps if prediction == "epsilon" else exact_v
+    for t in ts[:-1]:
+        x, _ = sched.step(model(sched, x, t), t, x)
+    return float((x - exact_state(sched, ts[-1], z)).abs().max())
+
+
+def orders(cls, order: int, **kw) -> tuple[list[float], list[float]]:
+    errs = [solve_on_grid(cls, n, order, **kw) for n in (8, 16, 32, 64)]
+    return errs, [math.log2(errs[i] / errs[i + 1]) for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    "cls, order, kw, lo, hi",
+    [
+        (DPMSolverMultistepScheduler, 1, {}, 0.9, 1.1),  # DPM-Solver++ 1 = DDIM in data form: first order
+        (DPMSolverMultistepScheduler, 2, {}, 1.7, 2.3),  # 2M: second order
+        (DPMSolverMultistepScheduler, 2, {"prediction": "v_prediction"}, 1.7, 2.3),
+        (UniPCMultistepScheduler, 1, {}, 1.7, 2.3),  # UniPC-p has order p + 1 (Zhao et al. 2023, Thm 3.2)
+        (UniPCMultistepScheduler, 2, {}, 2.4, 3.3),
+        (UniPCMultistepScheduler, 2, {"use_corrector": False}, 1.7, 2.3),  # UniP-2 alone: DPM-Solver++ 2M
+    ],
+)
+def test_convergence_order_on_the_gaussian_ode(cls, order, kw, lo, hi):
+    errs, measured = orders(cls, order, **kw)
+    assert all(e1 > e2 for e1, e2 in zip(errs, errs[1:])), errs
+    assert lo <= measured[-1] <= hi, (errs, measured)
+
+
+def test_higher_orders_beat_second_order():
+    for n in (16, 32, 64):
+        dpm2 = solve_on_grid(DPMSolverMultistepScheduler, n, 2)
+        assert solve_on_grid(DPMSolverMultistepScheduler, n, 3) < dpm2
+        if n >= 32:  # UniPC-2 is third order: ahead once the steps are small enough
+            assert solve_on_grid(UniPCMultistepScheduler, n, 2) < dpm2
+
+
+@pytest.mark.parametrize("kind", ["dpmpp_2m", "dpmpp_3m", "unipc_2", "unipc_3"])
+def test_full_sampling_reaches_the_exact_ode_solution(kind):
+    """``set_timesteps(n)`` from T - 1 to noise level 0: 15 steps land near the exact ``x_0 = MU + S z``."""
+    train = build_scheduler("ddpm", num_train_timesteps=1000, schedule="cosine")
+    errors = []
+    for n in (5, 15):
+        sched = sampler_from(train, kind, clip_sample=False)
+        sched.set_timesteps(n)
+        z = torch.linspace(-2, 2, 9, dtype=torch.float64)
+        x = exact_state(sched, int(sched.timesteps[0]), z)
+        for t in sched.timesteps:
+            x, _ = sched.step(exact_eps(sched, x, int(t)), int(t), x)
+        # the last step returns E[x_0 | x_t] at the smallest t, which the ODE solution approaches as t -> 0
+        errors.append(float((x - (MU + S * z)).abs().max()))
+    assert errors[1] < errors[0] / 4 and errors[1] < 0.05, errors
+
+
+def test_epsilon_and_v_prediction_solve_the_same_ode():
+    for cls in (DPMSolverMultistepScheduler, UniPCMultistepScheduler):
+        e = solve_on_grid(cls, 16, 2)
+        v = solve_on_grid(cls, 16, 2, prediction="v_prediction")
+        assert e == pytest.approx(v, rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kind, order, prediction",
+    [("dpm", 2, "epsilon"), ("dpm", 3, "v_prediction"), ("unipc", 2, "v_prediction"), ("unipc", 3, "epsilon")],
+)
+def test_matches_diffusers(kind, order, prediction):
+    """Step for step equal (float64) to diffusers' DPMSolverMultistepScheduler / UniPCMultistepScheduler."""
+    diffusers = pytest.importorskip("diffusers")
+    ours_cls = DPMSolverMultistepScheduler if kind == "dpm" else UniPCMultistepScheduler
+    ours = ours_cls(num_train_timesteps=1000, schedule="cosine", prediction_type=prediction, solver_order=order,
+                    clip_sample=False)  # fmt: skip
+    common = {"num_train_timesteps": 1000, "trained_betas": ours.betas.numpy(), "solver_order": order,
+              "prediction_type": prediction, "timestep_spacing": "linspace", "final_sigmas_type": "zero",
+              "lower_order_final": True}  # fmt: skip
+    if kind == "dpm":
+        theirs = diffusers.DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_type="midpoint")
+    else:
+        theirs = diffusers.UniPCMultistepScheduler(**common, predict_x0=True, solver_type="bh2")
+    for n in (4, 12, 20):
+        ours.set_timesteps(n)
+        theirs.set_timesteps(n)
+        assert [int(t) for t in ours.timesteps] == [int(t) for t in theirs.timesteps]
+        g = torch.Generator().manual_seed(n)
+        x_ours = torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64)
+        x_theirs = x_ours.clone()
+        w = torch.randn(1, 1, 4, 4, generator=g, dtype=torch.float64)
+
+        def f(x, t):
+            return torch.tanh(0.7 * x + w) * (0.5 + t / 2000)
+
+        for t in ours.timesteps:
+            x_ours, _ = ours.step(f(x_ours, int(t)), int(t), x_ours)
+            x_theirs = theirs.step(f(x_theirs, int(t)), t, x_theirs).prev_sample
+            # diffusers keeps its sigmas in float32: agreement to float32 precision of values up to ~10
+            torch.testing.assert_close(x_ours, x_theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_previous_timestep_and_history_restart():
+    sched = sampler_from(build_scheduler("ddpm", num_train_timesteps=100), "dpmpp_2m")
+    sched.set_timesteps(4)
+    ts = [int(t) for t in sched.timesteps]
+    assert ts == [99, 74, 50, 25]
+    assert [previous_timestep(sched, t) for t in ts] == [74, 50, 25, -1]
+    x = torch.zeros(1, 1, 2, 2)
+    first = [sched.step(torch.ones_like(x), t, x)[0] for t in ts]
+    second = [sched.step(torch.ones_like(x), t, x)[0] for t in ts]  # a new chain restarts the history
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ValueError, match="solver_order"):
+        DPMSolverMultistepScheduler(solver_order=4)
+    with pytest.raises(ValueError, match="prediction_type"):
+        UniPCMultistepScheduler(prediction_type="sample")
+    sched = DPMSolverMultistepScheduler(num_train_timesteps=10)
+    with pytest.raises(ValueError, match="set_timesteps"):
+        sched.step(torch.zeros(1), 9, torch.zeros(1))
+    sched.set_timesteps(3)
+    with pytest.raises(ValueError, match="not in `timesteps`"):
+        sched.step(torch.zeros(1), 8, torch.zeros(1))
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        sched.set_timesteps(11)
+    with pytest.raises(ValueError, match="sampler"):
+        sampler_from(build_scheduler("ddpm"), "euler")
+    with pytest.raises(ValueError, match="rflow"):
+        sampler_from(build_scheduler("ddpm"), "rflow")
+
+
+class _Counting(torch.nn.Module):
+    """Counts network passes and the batch size of each."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.module, self.batches = net, []  # `module`: unwrapped like DDP to find the null class
+
+    def forward(self, x, timesteps, class_labels=None):
+        self.batches.append(int(x.shape[0]))
+        return self.module(x, timesteps=timesteps, class_labels=class_labels)
+
+
+@pytest.mark.parametrize("kind", ["dpmpp_2m", "unipc_2"])
+def test_in_the_sampling_loop_with_cfg_interval_and_ilvr(kind):
+    """The solvers run in the one loop with class labels, CFG, interval guidance and ILVR guidance."""
+    net = _Counting(tiny_unet(num_classes=2))
+    train = build_scheduler("ddpm", num_train_timesteps=50)
+    sched = sampler_from(train, kind)
+    labels = torch.tensor([0, 1])
+
+    def run(**kw):
+        return sample(net, sched, shape=(2, 1, 8, 8), class_labels=labels, num_inference_steps=6,
+                      generator=torch.Generator().manual_seed(0), **kw)  # fmt: skip
+
+    a, b = run(guidance_scale=2.0), run(guidance_scale=2.0)
+    torch.testing.assert_close(a, b)  # seeded: the same samples
+    assert a.shape == (2, 1, 8, 8) and torch.isfinite(a).all()
+    net.batches = []
+    sigmas = [noise_level(sched, int(t)) for t in sched.timesteps]
+    lo, hi = sorted(sigmas)[1], sorted(sigmas)[-2]
+    run(guidance_scale=2.0, guidance_interval=(lo, hi))
+    inside = sum(lo < s <= hi for s in sigmas)
+    assert net.batches == [4 if lo < s <= hi else 2 for s in sigmas] and 0 < inside < len(sigmas)
+    ref = torch.zeros(2, 1, 8, 8)
+    guided = run(guidance_scale=1.0, guidance=ilvr_guidance(ref, factor=2))
+    assert torch.isfinite(guided).all()
+
+
+def test_interval_guidance_errors_and_noise_level():
+    train = build_scheduler("ddpm", num_train_timesteps=50)
+    abar = float(train.alphas_cumprod[10])
+    assert noise_level(train, 10) == pytest.approx(math.sqrt((1 - abar) / abar))
+    net = tiny_unet(num_classes=2)
+    with pytest.raises(ValueError, match="guidance_interval"):
+        sample(net, sampler_from(train, "ddim"), shape=(1, 1, 8, 8), class_labels=torch.tensor([0]),
+               guidance_scale=2.0, num_inference_steps=3, guidance_interval=(2.0, 1.0))  # fmt: skip
