@@ -31,6 +31,7 @@ log = logging.getLogger("sampler_quality")
 FAST = [("dpmpp_2m", 10), ("dpmpp_2m", 15), ("dpmpp_2m", 20), ("dpmpp_3m", 15), ("unipc_2", 10), ("unipc_2", 15),
         ("ddim", 15)]  # fmt: skip
 CFG_FAST = [("dpmpp_2m", 15), ("unipc_2", 15), ("dpmpp_2m", 20)]
+QUICK = ["dpmpp_2m_10", "dpmpp_2m_15", "unipc_2_15", "cfg_dpmpp_2m_15", "cfg_unipc_2_15", "cfg_interval_dpmpp_2m_15"]
 INTERVAL = (0.28, 5.42)  # sigma interval of Kynkaanniemi et al. 2024 (EDM2), in EDM sigma units
 
 
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", required=True, help="result JSON")
     parser.add_argument("--n", type=int, default=1000, help="synthetic images per setting (class-balanced)")
     parser.add_argument("--cfg-scale", type=float, default=2.0, help="CFG weight w of the cfg_* settings (> 1)")
-    parser.add_argument("--only", nargs="*", default=None, help="run only these settings (names)")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these settings (names; 'quick': "
+                        f"{' '.join(QUICK)}); ddim50, cfg_ddim50 and default always run")
     parser.add_argument("--reuse", default=None, help="a previous result JSON of the same generator: identical "
                         "settings are copied from it instead of sampled again (its seconds were measured side by side)")
     parser.add_argument("--batch-size", type=int, default=100)
@@ -154,8 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["reused_from"] = str(args.reuse)
         done = {k: v for k, v in old["samplers"].items() if "same_as" not in v}
         result["fid_train_test"] = old["fid_train_test"]
+    only = [n for o in (args.only or []) for n in (QUICK if o == "quick" else [o])]
     for name, setting in settings(recipe, args.cfg_scale).items():
-        if args.only and name not in args.only and name not in ("ddim50", "default", "cfg_ddim50"):
+        if only and name not in only and name not in ("ddim50", "default", "cfg_ddim50"):
             continue
         key = (setting["sampler"], setting["steps"], setting["w"], setting["interval"])
         same = next((k for k, v in {**done, **result["samplers"]}.items()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import math
 
+import numpy as np
 import pytest
 from helpers import tiny_items
+from scipy.stats import binomtest
 
 from monai_synth.apps.augmentation import compare as cmp
 from monai_synth.apps.augmentation import study as st
@@ -30,7 +32,7 @@ def study(tmp_path_factory):
 def test_table_matches_run_results(study):
     results, uri, _ = study
     table = cmp.compare_runs("cmp", uri, study="t2")
-    assert table.columns == cmp.TABLE_COLUMNS
+    assert table.columns == cmp.TABLE_COLUMNS + cmp.CI_COLUMNS
     assert [r["#"] for r in table.rows] == [9, 17]
     by_row = {int(r.config.tags["table2_row"]): r for r in results}
     for row, run_id in zip(table.rows, table.run_ids):
@@ -38,12 +40,19 @@ def test_table_matches_run_results(study):
         assert run_id == res.run_id
         for col, key in cmp.METRIC_COLUMNS.items():
             assert row[col] == pytest.approx(res.test_metrics[key[len("test_") :]], nan_ok=True), col
+        # 95 % CIs from the run's confusion matrix, against scipy's exact binomial interval directly
+        cm = res.confusion_matrix
+        exact = binomtest(int(np.trace(cm)), int(cm.sum())).proportion_ci(0.95, method="exact")
+        assert (row["Acc CI low"], row["Acc CI high"]) == (pytest.approx(exact.low), pytest.approx(exact.high))
+        assert row["Acc CI low"] <= row["Acc"] <= row["Acc CI high"]
+        assert row["AUC CI low"] <= row["AUC"] <= row["AUC CI high"] or np.isnan(row["AUC"])
     r9, r17 = table.rows
     assert (r9["Geo aug?"], r9["Synthetic PT?"], r9["Real data FT%"], r9["Weighted loss?"]) == ("x", "x", 10.0, "x")
     assert (r17["Synthetic PT?"], r17["Real data FT%"]) == ("✓", 0.0)
     md = table.to_markdown()
     assert md.splitlines()[0].startswith("| # | Geo aug? | Synthetic PT? | Real data FT% | Weighted loss? | Acc |")
-    assert len(md.strip().splitlines()) == 4
+    assert "| Acc | Acc 95% CI |" in md.splitlines()[0] and "| AUC | AUC 95% CI |" in md.splitlines()[0]
+    assert "Clopper-Pearson" in md and len(md.strip().splitlines()) == 6
 
 
 def test_reference_columns_and_cli_files(study, capsys):

@@ -168,6 +168,7 @@ def load_labelled_splits(
     seed: int = 0,
     labels_csv: str | os.PathLike | None = None,
     val_fraction: float = 0.15,
+    demo_split: Sequence[float] = (0.7, 0.15, 0.15),
 ) -> dict[str, list[dict[str, Any]]]:
     """Read a labelled 2D data set into memory as train / val / test items at ``image_size``.
 
@@ -189,6 +190,7 @@ def load_labelled_splits(
         seed: demo data seed and the split seed.
         labels_csv: label CSV of ``"dicom"`` (columns ``id``, ``label`` and optionally ``patient``).
         val_fraction: validation share carved from train when a folder has no validation split.
+        demo_split: train / val / test proportions of the demo studies.
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}`` of ``{"image": float32 (1, S, S) in [0, 1], "label": int}``.
@@ -216,7 +218,8 @@ def load_labelled_splits(
         from monai_synth.data.demo import make_demo_dataset
 
         datalist = make_demo_dataset(
-            Path(work_dir) / "demo_data", kind=demo_kind, n_per_class=demo_n_per_class, size=demo_size, seed=seed
+            Path(work_dir) / "demo_data", kind=demo_kind, n_per_class=demo_n_per_class, size=demo_size, seed=seed,
+            ratios=tuple(float(r) for r in demo_split),
         )
         if window is None and demo_kind == "ct":
             window = "lung"

@@ -31,7 +31,7 @@ from monai.utils import set_determinism
 from monai_synth.data.image_io import load_image_2d
 from monai_synth.handlers import mlflow_extras as mx
 from monai_synth.handlers.classification import EpochStatsHandler, HistoryRecorderHandler, KeepBestHandler
-from monai_synth.metrics.classification import METRIC_NAMES, classification_metrics, confusion_matrix
+from monai_synth.metrics.classification import METRIC_NAMES, classification_metrics, confusion_matrix, roc_auc
 from monai_synth.networks import build_classifier
 from monai_synth.utils.io import atomic_path, atomic_torch_save, ensure_writable_dir
 
@@ -47,7 +47,9 @@ __all__ = [
     "data_fingerprint",
     "predict_probabilities",
     "plot_confusion_matrix",
+    "plot_roc_curve",
     "plot_training_curves",
+    "roc_curve_points",
     "train_classifier",
 ]
 
@@ -447,6 +449,57 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str] | None = No
     return fig
 
 
+def roc_curve_points(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC curve ``(fpr, tpr)`` from (0, 0) to (1, 1), one point per distinct score (ties move diagonally).
+
+    ``tpr(s) = #{positives with score >= s} / P``, ``fpr(s) = #{negatives with score >= s} / N``; the trapezoidal
+    area under it equals the Mann-Whitney AUC of :func:`monai_synth.metrics.classification.roc_auc`.
+
+    Raises:
+        ValueError: ``positive`` holds no positive or no negative sample.
+    """
+    pos = np.asarray(positive, dtype=bool).reshape(-1)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"a ROC curve needs positive and negative samples, got {n_pos} and {n_neg}.")
+    order = np.argsort(-s, kind="mergesort")
+    s, pos = s[order], pos[order]
+    last_of_score = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    tps, fps = np.cumsum(pos)[last_of_score], np.cumsum(~pos)[last_of_score]
+    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos]
+
+
+def plot_roc_curve(
+    labels: np.ndarray, probs: np.ndarray, class_names: Sequence[str] | None = None, title: str = ""
+) -> Any:
+    """ROC curve of test predictions (matplotlib ``Figure``): binary, class 1 as positive; K > 2 classes, one
+    one-vs-rest curve per class (classes absent from ``labels`` are skipped). The legend gives each AUC."""
+    from matplotlib.figure import Figure
+
+    y, p = np.asarray(labels).reshape(-1).astype(np.int64), np.asarray(probs, dtype=np.float64)
+    k = p.shape[1]
+    names = list(class_names) if class_names else [str(i) for i in range(k)]
+    fig = Figure(figsize=(4.2, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], color="gray", ls="--", lw=1, label="chance")
+    for c in [1] if k == 2 else range(k):
+        if (y == c).all() or not (y == c).any():
+            continue
+        fpr, tpr = roc_curve_points(y == c, p[:, c])
+        auc = roc_auc((y == c).astype(np.int64), p[:, c])
+        label = f"AUC {auc:.3f}" if k == 2 else f"{names[c]} vs rest: AUC {auc:.3f}"
+        ax.plot(fpr, tpr, lw=1.8, label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title or "test ROC", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def plot_training_curves(history: Mapping[str, Sequence[float]], title: str = "") -> Any:
     """Train loss and validation metrics per epoch (matplotlib ``Figure``), epochs counted across stages."""
     from matplotlib.figure import Figure
@@ -693,12 +746,14 @@ def _test(
     title: str,
     out_dir: Path,
 ) -> tuple[dict[str, float], np.ndarray, dict[str, Any]]:
-    """Test metrics, confusion matrix and the two figures (also saved as PNG in ``out_dir``)."""
+    """Test metrics, confusion matrix and the figures ``confusion_matrix``, ``roc`` and ``training_curves`` (also saved
+    as PNG in ``out_dir``)."""
     probs, labels = predict_probabilities(network, test_items, config, device)
     metrics = classification_metrics(labels, probs, num_classes=config.num_classes)
     cm = confusion_matrix(labels, probs.argmax(1), config.num_classes)
     figures = {
         "confusion_matrix": plot_confusion_matrix(cm, title=title),
+        "roc": plot_roc_curve(labels, probs, title=title),
         "training_curves": plot_training_curves(history, title),
     }
     for name, fig in figures.items():

@@ -71,7 +71,7 @@ def test_mlflow_contents(tracked_run):
     np.testing.assert_allclose([m.value for m in sorted(hist, key=lambda m: m.step)], res.history["val_accuracy"])
     assert len(client.get_metric_history(res.run_id, "train_loss")) == 3
     arts = {a.path for a in client.list_artifacts(res.run_id, "figures")}
-    assert arts == {"figures/confusion_matrix.png", "figures/training_curves.png"}
+    assert arts == {"figures/confusion_matrix.png", "figures/roc.png", "figures/training_curves.png"}
     assert [a.path for a in client.list_artifacts(res.run_id, "model")] == ["model/best_state_dict.pt"]
     local = client.download_artifacts(res.run_id, "results.json", str(out))
     assert json.load(open(local))["confusion_matrix"] == res.confusion_matrix.tolist()

@@ -141,7 +141,7 @@ def test_matches_diffusers(kind, order, prediction):
         x_theirs = x_ours.clone()
         w = torch.randn(1, 1, 4, 4, generator=g, dtype=torch.float64)
 
-        def f(x, t):
+        def f(x, t, w=w):
             return torch.tanh(0.7 * x + w) * (0.5 + t / 2000)
 
         for t in ours.timesteps:

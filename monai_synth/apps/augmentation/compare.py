@@ -5,7 +5,9 @@ CLI::
     python -m monai_synth.apps.augmentation.compare --experiment augmentation_study \
         [--tracking-uri sqlite:///out/mlruns.db] [--study seed000_table2] [--out out/comparison] [--reference seed000]
 
-writes ``comparison.csv``, ``comparison.md`` and ``comparison_bars.png`` and logs them to the study's parent run.
+writes ``comparison.csv``, ``comparison.md``, ``comparison.png`` (accuracy and AUC per arm, with 95 % CIs when the
+table has ``<metric> CI low`` / ``<metric> CI high`` columns) and ``comparison_bars.png`` (every metric) and logs them
+to the study's parent run.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from typing import Any
 
 from monai_synth.apps.augmentation.tags import ROLE_TAG, RUN_KEY_TAG, STUDY_TAG, TABLE2_ROW_TAG
 from monai_synth.handlers import mlflow_extras as mx
+from monai_synth.metrics.classification import accuracy_ci, auc_ci
 from monai_synth.utils.io import atomic_path, ensure_writable_dir
 
 __all__ = ["SEED000_TABLE2", "TABLE_COLUMNS", "METRIC_COLUMNS", "ComparisonTable", "compare_runs", "plot_comparison",
-           "main"]  # fmt: skip
+           "plot_arms", "main"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ METRIC_COLUMNS = {
     "AUC": "test_auc",
 }
 TABLE_COLUMNS = ["#", "Geo aug?", "Synthetic PT?", "Real data FT%", "Weighted loss?", *METRIC_COLUMNS]
+# 95 % confidence intervals: accuracy exact (Clopper-Pearson), AUC normal with the Hanley & McNeil (1982) SE
+CI_COLUMNS = ["Acc CI low", "Acc CI high", "AUC CI low", "AUC CI high"]
 
 # Seed 000 ("Medical Image Synthesis for Data Augmentation and Anonymization via Diffusion", Sec. 4.3, Table 2):
 # row -> (Acc, Acc(N), Acc(P), P, R, F1) on the held-out PneumoniaMNIST test set; AUC was not reported.
@@ -95,9 +100,23 @@ class ComparisonTable:
     reference: str | None = None
 
     def to_markdown(self) -> str:
-        """GitHub-flavoured Markdown table (metrics with 3 decimals)."""
-        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
-        lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in self.columns) + " |" for r in self.rows]
+        """GitHub-flavoured Markdown table (metrics with 3 decimals; 95 % CIs as ``[low, high]`` columns)."""
+        shown = [c for c in self.columns if c not in CI_COLUMNS]
+        for metric in ("AUC", "Acc"):
+            if f"{metric} CI low" in self.columns and metric in shown:
+                shown.insert(shown.index(metric) + 1, f"{metric} 95% CI")
+
+        def cell(r: dict[str, Any], c: str) -> str:
+            if c.endswith(" 95% CI"):
+                lo, hi = r.get(c.replace("95% CI", "CI low")), r.get(c.replace("95% CI", "CI high"))
+                return "" if lo is None or math.isnan(lo) else f"[{lo:.3f}, {hi:.3f}]"
+            return _fmt(r.get(c, ""))
+
+        lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+        lines += ["| " + " | ".join(cell(r, c) for c in shown) + " |" for r in self.rows]
+        if any(f"{m} CI low" in self.columns for m in ("Acc", "AUC")):
+            lines.append("")
+            lines.append("95% CI: accuracy exact (Clopper-Pearson); AUC normal, Hanley & McNeil (1982) SE.")
         if self.reference == "seed000":
             lines.append("")
             lines.append("`[seed000]` columns: seed 000 Table 2 (Sec. 4.3), same row number; AUC not reported there.")
@@ -152,7 +171,8 @@ def compare_runs(
         experiment: MLflow experiment name.
         tracking_uri: MLflow URI (default ``$MLFLOW_TRACKING_URI``; required otherwise).
         study: only runs tagged with this study name.
-        out_dir: when given, write ``comparison.csv``, ``comparison.md`` and ``comparison_bars.png`` there.
+        out_dir: when given, write ``comparison.csv``, ``comparison.md``, ``comparison.png`` and
+            ``comparison_bars.png`` there.
         reference: None or ``"seed000"``.
         log_to_parent: log the written files to the study's parent run (needs ``out_dir`` and ``study``).
         run_ids: only these runs (e.g. the runs of one :func:`~monai_synth.apps.augmentation.study.run_study` call,
@@ -190,7 +210,7 @@ def compare_runs(
         )
     kept.sort(key=_sort_key)
     with_added = any(int(float(r.data.params.get("synthetic_added", 0) or 0)) > 0 for r in kept)
-    columns = list(TABLE_COLUMNS)
+    columns = list(TABLE_COLUMNS) + list(CI_COLUMNS)
     if with_added:
         columns.insert(5, "Synthetic added")
     if reference:
@@ -226,6 +246,7 @@ def _table_row(run: Any, index: int, with_added: bool, reference: str | None, re
         row["Synthetic added"] = int(float(p.get("synthetic_added", 0) or 0))
     for col, key in METRIC_COLUMNS.items():
         row[col] = float(m.get(key, float("nan")))
+    row.update(_confidence_intervals(m, row["Acc"], row["AUC"]))
     if reference:
         values = ref.get(row["#"]) if run.data.tags.get(TABLE2_ROW_TAG) else None
         for j, c in enumerate(_REF_COLUMNS):
@@ -233,16 +254,71 @@ def _table_row(run: Any, index: int, with_added: bool, reference: str | None, re
     return row
 
 
+def _confidence_intervals(metrics: dict[str, float], acc: float, auc: float) -> dict[str, float]:
+    """95 % CIs of the test accuracy (exact, Clopper-Pearson) and of a binary AUC (Hanley & McNeil 1982) from the
+    logged confusion matrix ``test_cm_<true><pred>``; NaN when it is missing."""
+    k = int(round(math.sqrt(sum(1 for name in metrics if name.startswith("test_cm_")))))
+    out = dict.fromkeys(CI_COLUMNS, float("nan"))
+    if k < 2:
+        return out
+    cm = [[int(metrics.get(f"test_cm_{i}{j}", 0)) for j in range(k)] for i in range(k)]
+    n = sum(map(sum, cm))
+    if n < 1 or math.isnan(acc):
+        return out
+    out["Acc CI low"], out["Acc CI high"] = accuracy_ci(sum(cm[i][i] for i in range(k)), n)
+    if k == 2 and min(sum(cm[0]), sum(cm[1])) > 0 and not math.isnan(auc):
+        out["AUC CI low"], out["AUC CI high"] = auc_ci(auc, sum(cm[1]), sum(cm[0]))
+    return out
+
+
 def _write_comparison(table: ComparisonTable, out: Path) -> list[Path]:
-    """``comparison.csv``, ``comparison.md`` and ``comparison_bars.png`` in ``out``; returns their paths."""
+    """``comparison.csv``, ``comparison.md``, ``comparison.png`` and ``comparison_bars.png`` in ``out``; returns their
+    paths."""
     files = [table.to_csv(out / "comparison.csv")]
     with atomic_path(out / "comparison.md") as tmp:
         tmp.write_text(table.to_markdown())
     files.append(out / "comparison.md")
-    plot_comparison(table).savefig(out / "comparison_bars.png", dpi=110)
-    files.append(out / "comparison_bars.png")
+    for name, fig in (("comparison.png", plot_arms(table)), ("comparison_bars.png", plot_comparison(table))):
+        with atomic_path(out / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        files.append(out / name)
     logger.info("comparison written to %s", out)
     return files
+
+
+def plot_arms(table: ComparisonTable, metrics: Sequence[str] = ("Acc", "AUC")) -> Any:
+    """The chart of the arms: one panel per metric (accuracy and AUC), one bar per arm (#), with the 95 % CI as error
+    bars when the table has ``<metric> CI low`` and ``<metric> CI high`` columns, and the reference value as a marker
+    when present."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    n = len(table.rows)
+    x = np.arange(n)
+    fig = Figure(figsize=(max(5.0, 0.5 * n + 2.5), 2.6 * len(metrics)))
+    for i, metric in enumerate(metrics):
+        ax = fig.add_subplot(len(metrics), 1, i + 1)
+        values = np.array([float(r.get(metric, float("nan"))) for r in table.rows])
+        yerr = None
+        lo_col, hi_col = f"{metric} CI low", f"{metric} CI high"
+        if lo_col in table.columns and hi_col in table.columns:
+            lo = np.array([float(r.get(lo_col, float("nan"))) for r in table.rows])
+            hi = np.array([float(r.get(hi_col, float("nan"))) for r in table.rows])
+            yerr = np.nan_to_num(np.vstack([values - lo, hi - values]), nan=0.0).clip(min=0.0)
+        ax.bar(x, values, 0.6, yerr=yerr, capsize=4 if yerr is not None else 0, color="tab:blue", label="ours")
+        ref_col = f"{metric} [{table.reference}]" if table.reference else None
+        if ref_col and ref_col in table.columns:
+            ref = [r.get(ref_col, float("nan")) for r in table.rows]
+            ax.plot(x, ref, "D", color="tab:orange", label=table.reference)
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.set_ylabel(metric + (" (95 % CI)" if yerr is not None else ""))
+        ax.set_ylim(0, 1)
+        ax.set_xticks(x, [str(r["#"]) for r in table.rows])
+        ax.grid(axis="y", alpha=0.3)
+    fig.axes[0].set_title("test accuracy and AUC by arm (#)", fontsize=10)
+    fig.axes[-1].set_xlabel("arm (#: seed 000 Table 2 row when tagged)")
+    fig.tight_layout()
+    return fig
 
 
 def plot_comparison(table: ComparisonTable, metrics: Sequence[str] = tuple(METRIC_COLUMNS)) -> Any:
@@ -284,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> ComparisonTable:
     ap.add_argument("--experiment", required=True, help="MLflow experiment name")
     ap.add_argument("--tracking-uri", default=None, help="MLflow URI (default $MLFLOW_TRACKING_URI)")
     ap.add_argument("--study", default=None, help="only runs of this study (tag monai_synth.study)")
-    ap.add_argument("--out", default=None, help="folder for comparison.csv/.md/_bars.png")
+    ap.add_argument("--out", default=None, help="folder for comparison.csv/.md/.png/_bars.png")
     ap.add_argument("--reference", default=None, choices=sorted(REFERENCES), help="put published values beside ours")
     ap.add_argument("--no-log", action="store_true", help="do not log the files to the parent run")
     args = ap.parse_args(argv)

@@ -8,6 +8,12 @@
 3. :func:`~monai_synth.apps.augmentation.synthesis.synthesize` samples a class-balanced labelled set;
 4. :func:`~monai_synth.apps.augmentation.study.run_study` trains the classifier grid (real / synthetic /
    synthetic-pretrained + real fine-tuning), every run in MLflow, and writes the comparison; optionally FID.
+
+The generator's training is an MLflow run of the same experiment (tag ``monai_synth.role = generator``): the recipe
+as params, the loss every 10 iterations and img/s per epoch (MONAI's ``MLFlowHandler``), sample grids
+``sample_grids/sample_grid_epochNNNNN.png`` at mid-training and at the end, drawn with the recipe's sampler as
+synthesis draws (:class:`~monai_synth.handlers.SampleGridHandler`; also in ``generator/samples/``), and the final
+loss and throughput.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -29,9 +36,12 @@ from monai_synth.apps.augmentation.generator import GENERATOR_DONE, GeneratorRes
 from monai_synth.apps.augmentation.grids import reduced_grid
 from monai_synth.apps.augmentation.study import StudyData, run_study
 from monai_synth.apps.augmentation.synthesis import synthesize
+from monai_synth.apps.augmentation.tags import ROLE_TAG
 from monai_synth.data.splits import load_labelled_splits
 from monai_synth.engines.classification import ClassifierRunConfig, data_fingerprint
 from monai_synth.engines.recipe import DiffusionRecipe
+from monai_synth.handlers import mlflow_extras as mx
+from monai_synth.handlers.sample_grid import SampleGridHandler
 from monai_synth.metrics import InceptionFeatureExtractor, compute_fid
 from monai_synth.utils.io import atomic_path, ensure_writable_dir
 
@@ -103,7 +113,8 @@ def run_pipeline(
     )  # fmt: skip
     sizes = {k: len(v) for k, v in splits.items()}
     logger.info("data: %s", sizes)
-    gen = _generator(splits["train"], recipe, output_dir / "generator", reuse_generator, device, progress)
+    tracking = (mx.resolve_tracking_uri(tracking_uri, output_dir / "study"), experiment)
+    gen = _generator(splits["train"], recipe, output_dir / "generator", reuse_generator, device, progress, tracking)
     logger.info("generator: %d epochs in %.1f s (%.1f img/s)", gen.epochs, gen.wall_s, gen.img_per_s)
     synthetic, sample_s = synthesize(
         gen, n_synthetic_per_class, output_dir / "synthetic", recipe, device=device, progress=progress
@@ -152,13 +163,64 @@ def _generator(
     reuse: bool,
     device: str,
     progress: bool,
+    tracking: tuple[str, str] | None = None,
 ) -> GeneratorResult:
-    """The generator finished in ``out_dir`` (``reuse``), else train (or resume) it there."""
+    """The generator finished in ``out_dir`` (``reuse``), else train (or resume) it there, as an MLflow run of
+    ``tracking = (uri, experiment)`` when given: sample grids of the EMA model at half and all of ``recipe.epochs``,
+    or when the time budget stops training, drawn as synthesis draws (the recipe's sampler, steps, guidance, eta)."""
     num_classes = max(int(it["label"]) for it in train) + 1
     if reuse and (out_dir / GENERATOR_DONE).is_file():
         logger.info("reusing the finished generator in %s", out_dir)
         return load_generator(out_dir, recipe, num_classes, device=device)
-    return train_generator(train, recipe, out_dir, num_classes=num_classes, device=device, progress=progress)
+    if tracking is None:
+        return train_generator(train, recipe, out_dir, num_classes=num_classes, device=device, progress=progress)
+    client, run_id, handler = _generator_run(*tracking, recipe)
+    grids = SampleGridHandler(
+        None, recipe.sampling_scheduler(), out_dir / "samples", tuple(np.asarray(train[0]["image"]).shape),
+        num_classes=num_classes, every_n_epochs=max(1, math.ceil(recipe.epochs / 2)),
+        guidance_scale=recipe.guidance_scale, num_inference_steps=recipe.sample_steps, seed=recipe.seed,
+        eta=recipe.sampler_eta, mlflow_client=client, mlflow_run_id=run_id,
+    )  # fmt: skip
+    status = "FAILED"
+    try:
+        gen = train_generator(
+            train, recipe, out_dir, num_classes=num_classes, device=device, progress=progress,
+            train_handlers=[handler, grids],
+        )  # fmt: skip
+        final = {"final_loss": gen.final_loss, "img_per_s": gen.img_per_s, "train_minutes": gen.wall_s / 60.0}
+        for key, value in final.items():
+            if math.isfinite(value):
+                client.log_metric(run_id, key, float(value))
+        status = "FINISHED"
+        return gen
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        mx.end_run(client, run_id, status)
+
+
+def _every_10th(engine: Any, iteration: int) -> bool:
+    """Ignite event filter: iterations 1, 11, 21, ... (one tracking write per 10 steps of the time budget)."""
+    return iteration % 10 == 1
+
+
+def _generator_run(uri: str, experiment: str, recipe: DiffusionRecipe) -> tuple[Any, str, Any]:
+    """A RUNNING generator run with the recipe as params, and MONAI's ``MLFlowHandler`` writing into it (the loss at
+    iterations 1, 11, 21, ..., img/s per epoch)."""
+    from monai.handlers import MLFlowHandler, from_engine
+
+    mx.check_tracking_uri(uri)
+    client = mx.make_client(uri)
+    exp_id = mx.get_or_create_experiment(client, experiment)
+    run_id = mx.create_run(client, exp_id, run_name="generator", tags={ROLE_TAG: "generator"})
+    mx.log_params(client, run_id, dataclasses.asdict(recipe))
+    handler = MLFlowHandler(
+        tracking_uri=uri, experiment_name=experiment, iteration_log=_every_10th, epoch_log=True, tag_name="train_loss",
+        output_transform=from_engine(["loss"], first=True), close_on_complete=False,
+    )  # fmt: skip
+    handler.client, handler.cur_run = client, client.get_run(run_id)
+    return client, run_id, handler
 
 
 def _generator_summary(gen: GeneratorResult) -> dict[str, Any]:
