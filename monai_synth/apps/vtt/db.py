@@ -409,14 +409,8 @@ class StudyDB:
             UnknownItemError: the token names no item of this reader's sequence.
         """
         with self._read() as con:
-            row = con.execute(
-                "SELECT i.id, i.path FROM items i JOIN sequence s ON s.item_id = i.id "
-                "WHERE s.reader_id = ? AND i.token = ?",
-                (reader_id, token),
-            ).fetchone()
-        if row is None:
-            raise UnknownItemError(token)
-        return int(row[0]), str(row[1])
+            item_id, path, _ = _sequence_item(con, reader_id, token)
+        return item_id, path
 
     def record_answer(
         self,
@@ -433,42 +427,54 @@ class StudyDB:
             UnknownItemError: the token names no item of this reader's sequence.
         """
         with self._write() as con:
-            row = con.execute(
-                "SELECT s.item_id, s.position FROM sequence s JOIN items i ON i.id = s.item_id "
-                "WHERE s.reader_id = ? AND i.token = ?",
-                (reader_id, token),
-            ).fetchone()
-            if row is None:
-                raise UnknownItemError(token)
+            item_id, _, position = _sequence_item(con, reader_id, token)
             center, width = window if window is not None else (None, None)
             cur = con.execute(
                 "INSERT OR IGNORE INTO answers (reader_id, item_id, position, answer, confidence, lesion, "
                 "window_center, window_width, answered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (reader_id, row["item_id"], row["position"], answer, int(confidence), lesion, center, width, _now()),
+                (reader_id, item_id, position, answer, int(confidence), lesion, center, width, _now()),
             )
             return cur.rowcount == 1
 
     # ----------------------------------------------------------------------------------------- admin and report
     def progress(self) -> list[ReaderProgress]:
         """Progress of every reader, in the order they started."""
-        with self._read() as con:
-            rows = con.execute(
-                "SELECT r.name, r.created_at, "
-                "(SELECT COUNT(*) FROM answers a WHERE a.reader_id = r.id) AS answered, "
-                "(SELECT COUNT(*) FROM sequence s WHERE s.reader_id = r.id) AS total, "
-                "(SELECT MAX(answered_at) FROM answers a WHERE a.reader_id = r.id) AS last "
-                "FROM readers r ORDER BY r.id"
-            ).fetchall()
+        rows = self._rows(
+            "SELECT r.name, r.created_at, "
+            "(SELECT COUNT(*) FROM answers a WHERE a.reader_id = r.id) AS answered, "
+            "(SELECT COUNT(*) FROM sequence s WHERE s.reader_id = r.id) AS total, "
+            "(SELECT MAX(answered_at) FROM answers a WHERE a.reader_id = r.id) AS last "
+            "FROM readers r ORDER BY r.id"
+        )
         return [
             ReaderProgress(r["name"], int(r["answered"]), int(r["total"]), r["created_at"], r["last"]) for r in rows
         ]
 
     def answers(self) -> list[Answer]:
         """Every answer with its item's truth and label, by reader then position."""
+        sql = (
+            "SELECT r.name, a.item_id, i.truth, i.label, a.answer, a.confidence, a.lesion, a.position, a.answered_at "
+            "FROM answers a JOIN readers r ON r.id = a.reader_id JOIN items i ON i.id = a.item_id "
+            "ORDER BY r.id, a.position"
+        )
+        return [Answer(*tuple(r)) for r in self._rows(sql)]
+
+    def _rows(self, sql: str) -> list:
         with self._read() as con:
-            rows = con.execute(
-                "SELECT r.name, a.item_id, i.truth, i.label, a.answer, a.confidence, a.lesion, a.position, "
-                "a.answered_at FROM answers a JOIN readers r ON r.id = a.reader_id JOIN items i ON i.id = a.item_id "
-                "ORDER BY r.id, a.position"
-            ).fetchall()
-        return [Answer(*tuple(r)) for r in rows]
+            return con.execute(sql).fetchall()
+
+
+def _sequence_item(con, reader_id: int, token: str) -> tuple[int, str, int]:
+    """``(item id, path, position)`` of the item ``token`` in the reader's sequence.
+
+    Raises:
+        UnknownItemError: the token names no item of this reader's sequence.
+    """
+    row = con.execute(
+        "SELECT i.id, i.path, s.position FROM items i JOIN sequence s ON s.item_id = i.id "
+        "WHERE s.reader_id = ? AND i.token = ?",
+        (reader_id, token),
+    ).fetchone()
+    if row is None:
+        raise UnknownItemError(token)
+    return int(row[0]), str(row[1]), int(row[2])
