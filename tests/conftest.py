@@ -32,3 +32,15 @@ def shared_data() -> Path:
             pytest.fail(f"${SHARED_ENV}={os.environ[SHARED_ENV]!r} is set but has no data/ folder.")
         pytest.skip(f"real shared data not available: set ${SHARED_ENV} to the folder holding data/")
     return root / "data"
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_tracking_env():
+    """``mlflow.set_tracking_uri`` sets a process global and ``$MLFLOW_TRACKING_URI``; reset both after every test
+    that changed them, so a test that points MLflow at its temporary store cannot redirect later tests' runs."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if os.environ.get("MLFLOW_TRACKING_URI") != before:
+        import mlflow
+
+        mlflow.set_tracking_uri(before)
