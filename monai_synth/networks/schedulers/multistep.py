@@ -83,7 +83,7 @@ class _MultistepSolver(Scheduler):
         i = steps.index(int(timestep))
         return steps[i + 1] if i + 1 < len(steps) else -1
 
-    def _alpha_sigma(self, t: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _alpha_sigma(self, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(alpha_t, sigma_t, lambda_t)`` at a training timestep (``t < 0``: 1, 0, +inf)."""
         if t < 0:
             one = torch.ones((), dtype=torch.float64)
@@ -94,7 +94,7 @@ class _MultistepSolver(Scheduler):
 
     def data_prediction(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor) -> torch.Tensor:
         """``x_0`` implied by the network output (epsilon: Ho et al. 2020 Eq. 15; v: Salimans & Ho 2022)."""
-        alpha, sigma, _ = self._alpha_sigma(int(timestep), sample)
+        alpha, sigma, _ = self._alpha_sigma(int(timestep))
         alpha, sigma = alpha.to(sample.dtype).to(sample.device), sigma.to(sample.dtype).to(sample.device)
         if self.prediction_type == "epsilon":
             x0 = (sample - sigma * model_output) / alpha
@@ -153,9 +153,9 @@ class DPMSolverMultistepScheduler(_MultistepSolver):
         order = self._order(timestep)
         if t < 0:
             return x0, x0
-        alpha_t, sigma_t, lam_t = self._alpha_sigma(t, sample)
-        lams = [self._alpha_sigma(s, sample)[2] for s, _ in self._history]
-        _, sigma_s, _ = self._alpha_sigma(int(timestep), sample)
+        alpha_t, sigma_t, lam_t = self._alpha_sigma(t)
+        lams = [self._alpha_sigma(s)[2] for s, _ in self._history]
+        _, sigma_s, _ = self._alpha_sigma(int(timestep))
         h = lam_t - lams[-1]
         phi = torch.expm1(-h)  # e^{-h} - 1
         m0 = self._history[-1][1]
@@ -220,14 +220,14 @@ class UniPCMultistepScheduler(_MultistepSolver):
         self, sample: torch.Tensor, s0: int, t: int, order: int, history: list, model_t: torch.Tensor | None
     ) -> torch.Tensor:
         """UniP (``model_t is None``) or UniC step from ``s0`` to ``t`` with the data predictions ``history``."""
-        alpha_t, sigma_t, lam_t = self._alpha_sigma(t, sample)
-        _, sigma_s, lam_s = self._alpha_sigma(s0, sample)
+        alpha_t, sigma_t, lam_t = self._alpha_sigma(t)
+        _, sigma_s, lam_s = self._alpha_sigma(s0)
         h = lam_t - lam_s
         m0 = history[-1][1]
         rks, d1s = [], []
         for i in range(1, order):
             si, mi = history[-(i + 1)]
-            rk = (self._alpha_sigma(si, sample)[2] - lam_s) / h
+            rk = (self._alpha_sigma(si)[2] - lam_s) / h
             rks.append(rk)
             d1s.append((mi - m0) / rk.item())
         R, b = self._coefficients(h, rks, order)
