@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .autoencoder import AutoencoderIteration, build_autoencoder_trainer, kl_divergence, latent_scale_factor
 from .classification import (
     SELECTION_METRICS,
     ClassifierRunConfig,
@@ -37,4 +38,4 @@ from .privacy import (
     privacy_filter,
     threshold_from_holdout,
 )
-from .recipe import DiffusionRecipe
+from .recipe import LATENT_FROM_SIZE, AutoencoderRecipe, DiffusionRecipe, GeneratorKind

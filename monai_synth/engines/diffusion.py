@@ -248,6 +248,7 @@ def build_diffusion_trainer(
     sample_scheduler: Scheduler | None = None,
     sample_shape: tuple[int, ...] | None = None,
     sample_n_per_class: int = 8,
+    sample_decode: tuple[torch.nn.Module, float] | None = None,
     guidance_scale: float = DiffusionRecipe.guidance_scale,
     sample_steps: int = DiffusionRecipe.sample_steps,
     image_key: str = "image",
@@ -284,6 +285,7 @@ def build_diffusion_trainer(
         checkpoint_dir, checkpoint_every, keep_last, resume: checkpointing.
         sample_dir, sample_every, sample_scheduler, sample_shape, sample_n_per_class, guidance_scale, sample_steps:
             sample grids (``sample_dir=None`` disables them; the scheduler defaults to a DDIM copy of ``scheduler``).
+        sample_decode: ``(autoencoder, scale_factor)`` when the network is a latent model: grids are decoded.
         image_key, label_key: batch keys.
         progress: attach an Ignite ``ProgressBar``.
         train_handlers: more handlers (e.g. MONAI's ``MLFlowHandler``).
@@ -302,7 +304,7 @@ def build_diffusion_trainer(
     handlers = _trainer_handlers(
         network, scheduler, ema_model, grad_clip_norm, checkpoint_dir, checkpoint_every, keep_last, resume,
         sample_dir, sample_every, sample_scheduler, sample_shape, sample_n_per_class, guidance_scale, sample_steps,
-        num_classes, progress,
+        num_classes, progress, sample_decode,
     )  # fmt: skip
     prepare = ClassConditionedPrepareBatch(scheduler, image_key, label_key, generator=generator)
     weighted = snr_gamma is not None
@@ -336,6 +338,7 @@ def _trainer_handlers(
     sample_steps: int,
     num_classes: int | None,
     progress: bool,
+    sample_decode: tuple[torch.nn.Module, float] | None = None,
 ) -> list:
     """The handlers of :func:`build_diffusion_trainer`, in order (see its docstring)."""
     rank0 = is_rank0()
@@ -367,6 +370,7 @@ def _trainer_handlers(
                 every_n_epochs=sample_every,
                 guidance_scale=guidance_scale,
                 num_inference_steps=sample_steps,
+                decode=sample_decode,
             )
         )
     if progress and rank0:

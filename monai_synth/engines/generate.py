@@ -39,6 +39,7 @@ from monai_synth.engines.recipe import DiffusionRecipe
 from monai_synth.handlers.checkpoint import load_weights_for_sampling
 from monai_synth.handlers.ema import unwrap_model
 from monai_synth.inferers.sampling import sample
+from monai_synth.networks.autoencoder import decode_latents, latent_shape
 from monai_synth.utils.io import atomic_path, ensure_writable_dir
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
@@ -192,6 +193,8 @@ def generate_dataset(
     device: str | torch.device | None = None,
     progress: bool = True,
     conditional: bool | None = None,
+    autoencoder: torch.nn.Module | None = None,
+    scale_factor: float = 1.0,
 ) -> GenerationResult:
     """Sample ``counts[c]`` images of every class with classifier-free guidance and write them with a datalist.
 
@@ -215,6 +218,8 @@ def generate_dataset(
         device, progress: sampling device (default: the model's); a progress bar over batches.
         conditional: pass class labels to the model (default: when the network has ``num_class_embeds``; an
             unconditional model gets ``num_per_class=[N]``, all under class 0).
+        autoencoder, scale_factor: for a latent model, the ``AutoencoderKL`` and latent scale ``s``: latents of
+            ``image_size // factor`` are sampled and decoded as ``D(z / s)`` (``image_size`` is the decoded size).
 
     Returns:
         a :class:`GenerationResult`.
@@ -224,8 +229,18 @@ def generate_dataset(
     fmts, names = _check_generation_args(formats, batch_size, class_names, n_cls, guidance_scale)
     spatial = (int(image_size),) * 2 if isinstance(image_size, int) else tuple(int(s) for s in image_size)
     model_channels = getattr(unwrap_model(model), "in_channels", None)
-    if isinstance(model_channels, int) and int(in_channels) != model_channels:
+    if autoencoder is not None:
+        if int(in_channels) != int(autoencoder.encoder.in_channels):
+            raise ValueError(
+                f"`in_channels`={in_channels}, but the autoencoder takes {autoencoder.encoder.in_channels}."
+            )
+        sample_shape = latent_shape(autoencoder, spatial)
+        if isinstance(model_channels, int) and model_channels != sample_shape[0]:
+            raise ValueError(f"the model takes {model_channels} channels but the latents have {sample_shape[0]}.")
+    elif isinstance(model_channels, int) and int(in_channels) != model_channels:
         raise ValueError(f"`in_channels`={in_channels}, but the model takes {model_channels}: set in_channels to that.")
+    else:
+        sample_shape = (int(in_channels), *spatial)
     out = ensure_writable_dir(out_dir).resolve()  # datalists hold paths relative to their folder
     param = next(iter(model.parameters()), None)
     device = torch.device(device if device is not None else param.device if param is not None else "cpu")
@@ -243,6 +258,9 @@ def generate_dataset(
     }  # fmt: skip
     if guidance_interval is not None:  # recorded only when set, so folders written before the option still resume
         settings["guidance_interval"] = [float(v) for v in guidance_interval]
+    if autoencoder is not None:
+        settings["autoencoder"] = model_fingerprint(autoencoder)
+        settings["scale_factor"] = float(scale_factor)
     _check_manifest(out, settings)
     uids = _dicom_uids(out, n_cls) if "dicom" in fmts else None
 
@@ -264,8 +282,9 @@ def generate_dataset(
         if not missing:
             continue
         result.written += _sample_batch(
-            model, scheduler, idx, missing, labels, paths, names, uids, int(seed) + b, in_channels, spatial,
+            model, scheduler, idx, missing, labels, paths, names, uids, int(seed) + b, sample_shape,
             conditional, guidance_scale, eta, value_range, device, guidance_interval,
+            None if autoencoder is None else (autoencoder, float(scale_factor)),
         )  # fmt: skip
     _write_datalists(result, out, fmts, paths, labels, names)
     logger.info("generated %d files (%d existed) in %s", result.written, result.skipped, out)
@@ -317,14 +336,14 @@ def _sample_batch(
     names: Sequence[str],
     uids: dict | None,
     batch_seed: int,
-    in_channels: int,
-    spatial: tuple[int, ...],
+    sample_shape: tuple[int, ...],
     conditional: bool,
     guidance_scale: float,
     eta: float,
     value_range: tuple[float, float],
     device: torch.device,
     guidance_interval: tuple[float, float] | None,
+    decode: tuple[torch.nn.Module, float] | None = None,
 ) -> int:
     """Sample the images ``idx`` of one batch (seed ``batch_seed``), write the ``missing`` files; return the count."""
     written = 0
@@ -333,7 +352,7 @@ def _sample_batch(
     x = sample(
         model,
         scheduler,
-        shape=(len(idx), in_channels, *spatial),
+        shape=(len(idx), *sample_shape),
         class_labels=batch_labels if conditional else None,
         guidance_scale=guidance_scale,
         generator=generator,
@@ -341,6 +360,8 @@ def _sample_batch(
         device=device,
         guidance_interval=guidance_interval,
     )
+    if decode is not None:
+        x = decode_latents(decode[0], x, decode[1], batch_size=len(idx))
     images = to_unit_range(x, value_range)
     for i, f in missing:
         c = labels[i]

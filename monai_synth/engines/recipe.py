@@ -10,15 +10,103 @@ docs/diffusion.md and docs/synthetic_utility.md.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from monai_synth.networks.autoencoder import build_autoencoder, default_autoencoder_channels, downsample_factor
 from monai_synth.networks.diffusion_unet import build_diffusion_unet
 from monai_synth.networks.schedulers import build_scheduler, sampler_from
 
-__all__ = ["DiffusionRecipe"]
+__all__ = ["AutoencoderRecipe", "DiffusionRecipe", "GeneratorKind", "LATENT_FROM_SIZE"]
+
+LATENT_FROM_SIZE = 128
+"""From this image size up the generator is latent diffusion unless a recipe says otherwise (docs/latent.md)."""
+
+
+LDM_BETAS = {"beta_start": 0.0015, "beta_end": 0.0195}
+"""Betas of the ``scaled_linear_beta`` schedule of latent diffusion (Rombach et al. 2022, their configs)."""
+
+
+class GeneratorKind:
+    """``pixel``: the UNet denoises images; ``latent``: it denoises the latents of an autoencoder (Rombach 2022)."""
+
+    PIXEL = "pixel"
+    LATENT = "latent"
+
+
+@dataclass
+class AutoencoderRecipe:
+    """Settings of the latent-diffusion first stage (MONAI ``AutoencoderKL`` + ``PatchDiscriminator``).
+
+    Losses follow Rombach et al. 2022 (Sec. 3.1, App. G): L1 reconstruction + ``kl_weight`` * KL(q(z|x) || N(0, I))
+    + ``adv_weight`` * least-squares patch-adversarial loss (Mao et al. 2017) from iteration ``adv_start_iters``.
+    No perceptual (LPIPS) term: its weights are a download, and none ship in a package we depend on.
+
+    Args:
+        channels: channels per level; ``None``: :func:`~monai_synth.networks.autoencoder.default_autoencoder_channels`
+            of the image size (factor 4 below 256 px, 8 from 256 px up).
+        latent_channels: channels of the latent ``z``.
+        num_res_blocks: residual blocks per level.
+        norm_num_groups: GroupNorm groups.
+        lr: Adam learning rate of the autoencoder.
+        disc_lr: Adam learning rate of the discriminator.
+        batch_size: images per step.
+        epochs: maximum epochs.
+        budget_fraction: share of the generator's ``train_minutes`` given to the autoencoder (the rest trains the
+            latent UNet); used only when the diffusion recipe has a time budget.
+        kl_weight: weight of the KL term.
+        adv_weight: weight of the generator's adversarial term (0: no discriminator is trained).
+        adv_start_iters: iterations of reconstruction-only training before the adversarial terms start.
+        ema_decay: EMA of the autoencoder weights (``None``: none).
+    """
+
+    channels: tuple[int, ...] | None = None
+    latent_channels: int = 3
+    num_res_blocks: int = 1
+    norm_num_groups: int = 16
+    lr: float = 5e-4
+    disc_lr: float = 5e-4
+    batch_size: int = 16
+    epochs: int = 50
+    budget_fraction: float = 0.25
+    kl_weight: float = 1e-6
+    adv_weight: float = 0.01
+    adv_start_iters: int = 300
+    ema_decay: float | None = 0.999
+
+    def __post_init__(self) -> None:
+        if self.channels is not None:
+            self.channels = tuple(int(c) for c in self.channels)
+        for name in ("latent_channels", "batch_size", "epochs", "num_res_blocks"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"AutoencoderRecipe.{name} must be an integer >= 1, got {v!r}.")
+        for name in ("lr", "disc_lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"AutoencoderRecipe.{name} must be a finite number > 0, got {v!r}.")
+        if not 0.0 < self.budget_fraction < 1.0:
+            raise ValueError(f"AutoencoderRecipe.budget_fraction must be in (0, 1), got {self.budget_fraction!r}.")
+        for name in ("kl_weight", "adv_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"AutoencoderRecipe.{name} must be >= 0, got {getattr(self, name)!r}.")
+
+    def channels_for(self, image_size: int) -> tuple[int, ...]:
+        """``channels``, or the default levels for ``image_size``."""
+        return self.channels if self.channels is not None else default_autoencoder_channels(image_size)
+
+    def build_network(self, image_size: int, in_channels: int = 1) -> torch.nn.Module:
+        """The recipe's ``AutoencoderKL`` for ``image_size`` images."""
+        return build_autoencoder(
+            in_channels=in_channels,
+            channels=self.channels_for(image_size),
+            latent_channels=self.latent_channels,
+            num_res_blocks=self.num_res_blocks,
+            norm_num_groups=self.norm_num_groups,
+        )
 
 
 @dataclass
@@ -27,12 +115,17 @@ class DiffusionRecipe:
 
     Args:
         image_size: training/sampling resolution (square).
+        generator_kind: ``pixel`` or ``latent`` (:class:`GeneratorKind`); ``None``: ``latent`` from
+            :data:`LATENT_FROM_SIZE` (128 px) up, ``pixel`` below.
+        autoencoder: the first stage of a latent generator (:class:`AutoencoderRecipe`, or a mapping of its fields).
         channels: ``DiffusionModelUNet`` feature channels per level.
         attention_levels: self-attention per level.
         num_res_blocks: residual blocks per level.
         num_head_channels: channels per attention head.
         norm_num_groups: GroupNorm groups (must divide every channel count).
-        schedule: beta schedule (``cosine``: Nichol & Dhariwal 2021, Eq. 17).
+        schedule: beta schedule; ``None``: ``cosine`` (Nichol & Dhariwal 2021, Eq. 17) for pixel models and
+            ``scaled_linear_beta`` with betas 0.0015-0.0195 for latent models (Rombach et al. 2022; the cosine
+            schedule's ``abar_T ~ 2e-9`` makes unclipped epsilon-prediction steps diverge on unbounded latents).
         prediction_type: what the network predicts: ``epsilon`` (Ho et al. 2020), ``v_prediction`` (Salimans & Ho
             2022) or ``flow`` (rectified flow, Liu et al. 2023, through MONAI's ``RFlowScheduler``: the network
             predicts the velocity ``x_0 - eps`` and samples with the ``rflow`` Euler sampler).
@@ -61,12 +154,14 @@ class DiffusionRecipe:
     """
 
     image_size: int = 28
+    generator_kind: str | None = None
+    autoencoder: AutoencoderRecipe = field(default_factory=AutoencoderRecipe)
     channels: tuple[int, ...] = (32, 64, 64)
     attention_levels: tuple[bool, ...] = (False, False, True)
     num_res_blocks: int = 1
     num_head_channels: int = 32
     norm_num_groups: int = 32
-    schedule: str = "cosine"
+    schedule: str | None = None
     prediction_type: str = "epsilon"
     snr_gamma: float | None = None
     loss: str = "l1"
@@ -108,6 +203,23 @@ class DiffusionRecipe:
                 f"({self.num_train_timesteps})."
             )
         self._check_objective_and_sampler()
+        if isinstance(self.autoencoder, Mapping):
+            self.autoencoder = AutoencoderRecipe(**self.autoencoder)
+        if not isinstance(self.autoencoder, AutoencoderRecipe):
+            raise ValueError(f"DiffusionRecipe.autoencoder must be an AutoencoderRecipe, got {self.autoencoder!r}.")
+        if self.generator_kind is None:
+            self.generator_kind = GeneratorKind.LATENT if self.image_size >= LATENT_FROM_SIZE else GeneratorKind.PIXEL
+        if self.schedule is None:
+            self.schedule = "scaled_linear_beta" if self.generator_kind == GeneratorKind.LATENT else "cosine"
+        if self.generator_kind not in (GeneratorKind.PIXEL, GeneratorKind.LATENT):
+            raise ValueError(
+                f"DiffusionRecipe.generator_kind must be 'pixel' or 'latent', got {self.generator_kind!r}."
+            )
+        if self.is_latent and self.image_size % downsample_factor(self.autoencoder.channels_for(self.image_size)):
+            raise ValueError(
+                f"DiffusionRecipe.image_size {self.image_size} is not divisible by the autoencoder's downsampling "
+                f"factor {downsample_factor(self.autoencoder.channels_for(self.image_size))}."
+            )
         if self.train_minutes is not None and not self.train_minutes > 0:
             raise ValueError(f"DiffusionRecipe.train_minutes must be > 0 or None, got {self.train_minutes!r}.")
 
@@ -131,8 +243,21 @@ class DiffusionRecipe:
                     f"DiffusionRecipe.guidance_interval must be (lo, hi) with lo < hi, got {self.guidance_interval!r}."
                 )
 
+    @property
+    def is_latent(self) -> bool:
+        """Whether the generator is latent diffusion."""
+        return self.generator_kind == GeneratorKind.LATENT
+
+    @property
+    def latent_size(self) -> int:
+        """Spatial size the UNet works at: ``image_size``, divided by the autoencoder's factor for latent models."""
+        if not self.is_latent:
+            return self.image_size
+        return self.image_size // downsample_factor(self.autoencoder.channels_for(self.image_size))
+
     def build_network(self, num_classes: int | None, in_channels: int = 1) -> torch.nn.Module:
-        """The recipe's ``DiffusionModelUNet`` (class-conditional with ``num_classes + 1`` embeddings)."""
+        """The recipe's ``DiffusionModelUNet`` (class-conditional with ``num_classes + 1`` embeddings); for a latent
+        generator ``in_channels`` are the latent channels."""
         return build_diffusion_unet(
             num_classes=num_classes,
             in_channels=in_channels,
@@ -152,12 +277,15 @@ class DiffusionRecipe:
             num_train_timesteps=self.num_train_timesteps,
             schedule=self.schedule,
             prediction_type=self.prediction_type,
+            clip_sample=not self.is_latent,  # latents are not bounded to [-1, 1]
+            **(LDM_BETAS if self.schedule == "scaled_linear_beta" else {}),
         )
 
     def sampling_scheduler(self, trained: Any | None = None) -> Any:
         """The recipe's sampler on the schedule of ``trained`` (default: :meth:`build_scheduler`), with
         ``sample_steps`` set."""
-        sched = sampler_from(trained if trained is not None else self.build_scheduler(), self.sampler)
+        trained = trained if trained is not None else self.build_scheduler()
+        sched = sampler_from(trained, self.sampler, clip_sample=not self.is_latent)
         sched.set_timesteps(self.sample_steps)
         return sched
 

@@ -67,6 +67,7 @@ def save_checkpoint(
     scaler: Any | None = None,
     trainer: Any | None = None,
     extra: dict | None = None,
+    others: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically.
 
@@ -79,6 +80,7 @@ def save_checkpoint(
         scaler: AMP ``GradScaler``.
         trainer: Ignite engine; its ``epoch``, ``iteration``, ``epoch_length``, ``max_epochs`` are stored.
         extra: more plain values/tensors to store under ``"extra"``.
+        others: more objects with ``state_dict`` (e.g. a discriminator and its optimizer), stored under ``"others"``.
 
     Returns:
         the written path.
@@ -92,6 +94,7 @@ def save_checkpoint(
         "trainer": None,
         "rng_cpu": torch.get_rng_state(),
         "extra": extra or {},
+        "others": {k: _state(v) for k, v in (others or {}).items()},
     }
     if trainer is not None:
         obj["trainer"] = {k: getattr(trainer.state, k) for k in _TRAINER_KEYS}
@@ -111,6 +114,7 @@ def load_checkpoint(
     trainer: Any | None = None,
     map_location: str | torch.device = "cpu",
     restore_rng: bool = True,
+    others: dict[str, Any] | None = None,
 ) -> dict:
     """Load a checkpoint from :func:`save_checkpoint` (``weights_only=True``) into the given objects.
 
@@ -137,6 +141,11 @@ def load_checkpoint(
         if ckpt.get(key) is None:
             raise ValueError(f"Checkpoint {str(path)!r} has no {key!r} state; it cannot restore the given {key}.")
         obj.load_state_dict(ckpt[key])
+    for key, obj in (others or {}).items():
+        state = (ckpt.get("others") or {}).get(key)
+        if state is None:
+            raise ValueError(f"Checkpoint {str(path)!r} has no {key!r} state; it cannot restore the given {key}.")
+        obj.load_state_dict(state)
     if trainer is not None:
         if ckpt.get("trainer") is None:
             raise ValueError(f"Checkpoint {str(path)!r} has no trainer state; it cannot resume a trainer.")
@@ -157,10 +166,12 @@ class _CheckpointObjects:
         optimizer: torch.optim.Optimizer | None = None,
         ema_model: torch.nn.Module | None = None,
         lr_scheduler: Any | None = None,
+        others: dict[str, Any] | None = None,
     ) -> None:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.network, self.optimizer = network, optimizer
         self.ema_model, self.lr_scheduler = ema_model, lr_scheduler
+        self.others = dict(others or {})
 
     def _objects(self, engine) -> dict[str, Any]:
         return {
@@ -168,6 +179,7 @@ class _CheckpointObjects:
             "optimizer": self.optimizer if self.optimizer is not None else engine.optimizer,
             "ema_model": self.ema_model,
             "lr_scheduler": self.lr_scheduler,
+            "others": self.others or None,
         }
 
 
@@ -181,6 +193,7 @@ class AtomicCheckpointSaver(_CheckpointObjects):
         checkpoint_dir: output folder.
         network, optimizer, ema_model, lr_scheduler: objects to save; ``network``/``optimizer`` default to the
             engine's, the AMP scaler is taken from ``engine.scaler``.
+        others: more named objects with ``state_dict`` (a discriminator and its optimizer).
         save_every: period in epochs.
         keep_last: keep only this many newest checkpoints (``None`` keeps all).
     """
@@ -194,12 +207,13 @@ class AtomicCheckpointSaver(_CheckpointObjects):
         lr_scheduler: Any | None = None,
         save_every: int = 1,
         keep_last: int | None = 2,
+        others: dict[str, Any] | None = None,
     ) -> None:
         if int(save_every) < 1:
             raise ValueError(f"`save_every` must be >= 1, got {save_every!r}.")
         if keep_last is not None and int(keep_last) < 1:
             raise ValueError(f"`keep_last` must be >= 1 or None, got {keep_last!r}.")
-        super().__init__(checkpoint_dir, network, optimizer, ema_model, lr_scheduler)
+        super().__init__(checkpoint_dir, network, optimizer, ema_model, lr_scheduler, others)
         self.save_every = int(save_every)
         self.keep_last = None if keep_last is None else int(keep_last)
         self._saved_iteration: int | None = None
@@ -252,8 +266,9 @@ class CheckpointResumer(_CheckpointObjects):
         ema_model: torch.nn.Module | None = None,
         lr_scheduler: Any | None = None,
         map_location: str | torch.device | None = None,
+        others: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(checkpoint_dir, network, optimizer, ema_model, lr_scheduler)
+        super().__init__(checkpoint_dir, network, optimizer, ema_model, lr_scheduler, others)
         self.map_location = map_location
 
     def attach(self, engine) -> None:

@@ -24,6 +24,7 @@ from monai.utils import min_version, optional_import
 
 from monai_synth.data.writers import write_png_uint8
 from monai_synth.inferers.sampling import sample
+from monai_synth.networks.autoencoder import decode_latents
 from monai_synth.utils.io import ensure_writable_dir
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
@@ -108,6 +109,8 @@ class SampleGridHandler:
         log_mlflow: log the grid to MLflow (see the module docstring for which run).
         mlflow_client: an ``MlflowClient`` to log with (with ``mlflow_run_id``).
         mlflow_run_id: the run to log into.
+        decode: ``(autoencoder, scale_factor)`` of a latent model: ``image_shape`` is the latent shape and the
+            samples are decoded (:func:`monai_synth.networks.decode_latents`) before the grid is drawn.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class SampleGridHandler:
         mlflow_client: Any = None,
         mlflow_run_id: str | None = None,
         eta: float = 0.0,
+        decode: tuple[torch.nn.Module, float] | None = None,
     ) -> None:
         if int(every_n_epochs) < 1:
             raise ValueError(f"`every_n_epochs` must be >= 1, got {every_n_epochs!r}.")
@@ -144,6 +148,12 @@ class SampleGridHandler:
         self.mlflow_client = mlflow_client
         self.mlflow_run_id = mlflow_run_id
         self.last_epoch: int | None = None
+        self.decode = decode
+
+    def decode_with(self, autoencoder: torch.nn.Module, scale_factor: float, latent_shape: tuple[int, ...]) -> None:
+        """Sample ``latent_shape`` latents and decode them with ``autoencoder`` (a latent generator's grids)."""
+        self.image_shape = tuple(int(s) for s in latent_shape)
+        self.decode = (autoencoder, float(scale_factor))
 
     def attach(self, engine) -> None:
         """Register on ``Events.EPOCH_COMPLETED`` and ``Events.COMPLETED`` (a grid of a run stopped early)."""
@@ -175,7 +185,7 @@ class SampleGridHandler:
         labels = None
         if self.num_classes is not None:
             labels = torch.arange(self.num_classes, device=device).repeat_interleave(self.n_per_class)
-        return sample(
+        x = sample(
             model,
             self.scheduler,
             shape=(n, *self.image_shape),
@@ -186,6 +196,7 @@ class SampleGridHandler:
             eta=self.eta,
             device=device,
         )
+        return x if self.decode is None else decode_latents(self.decode[0], x, self.decode[1])
 
     def __call__(self, engine) -> None:
         epoch = engine.state.epoch

@@ -29,6 +29,9 @@ tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
 __all__ = [
     "GuidanceStrategy",
+    "PredictionGuidance",
+    "predicted_x0",
+    "output_from_x0",
     "add_noise_to_timestep",
     "previous_timestep",
     "classifier_free_guidance",
@@ -59,6 +62,54 @@ class GuidanceStrategy(Protocol):
         scheduler: Scheduler,
         generator: torch.Generator | None,
     ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class PredictionGuidance(Protocol):
+    """Hook called on the network output inside :func:`sample`, before ``scheduler.step``.
+
+    ``out = guidance(model_output, x_t, t, scheduler)`` returns an output of the same ``prediction_type``; used by
+    guidance that acts on the predicted clean sample (e.g. :class:`monai_synth.inferers.LatentLowPassGuidance`).
+    """
+
+    def __call__(self, model_output: torch.Tensor, x_t: torch.Tensor, t: int, scheduler: Scheduler) -> torch.Tensor: ...
+
+
+def _alpha_terms(scheduler: Scheduler, t: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(scheduler, RFlowScheduler) or not hasattr(scheduler, "alphas_cumprod"):
+        raise ValueError(
+            f"{type(scheduler).__name__} is not a variance-preserving scheduler: x_0 cannot be read from its output."
+        )
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=like.device, dtype=like.dtype)
+    return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+
+
+def predicted_x0(scheduler: Scheduler, model_output: torch.Tensor, x_t: torch.Tensor, t: int) -> torch.Tensor:
+    """The clean sample implied by a network output at ``t``: epsilon (Ho et al. 2020, Eq. 15), v (Salimans & Ho
+    2022, Sec. 4: ``x_0 = sqrt(abar) x_t - sqrt(1 - abar) v``) or the sample itself."""
+    kind = getattr(scheduler, "prediction_type", "epsilon")
+    sqrt_a, sqrt_1ma = _alpha_terms(scheduler, t, model_output)
+    if kind == "epsilon":
+        return (x_t - sqrt_1ma * model_output) / sqrt_a
+    if kind == "v_prediction":
+        return sqrt_a * x_t - sqrt_1ma * model_output
+    if kind == "sample":
+        return model_output
+    raise ValueError(f"`prediction_type` must be one of ['epsilon', 'sample', 'v_prediction'], got {kind!r}.")
+
+
+def output_from_x0(scheduler: Scheduler, x0: torch.Tensor, x_t: torch.Tensor, t: int) -> torch.Tensor:
+    """The network output of the scheduler's ``prediction_type`` whose implied clean sample at ``(x_t, t)`` is
+    ``x0`` (the inverse of :func:`predicted_x0` at fixed ``x_t``)."""
+    kind = getattr(scheduler, "prediction_type", "epsilon")
+    sqrt_a, sqrt_1ma = _alpha_terms(scheduler, t, x0)
+    if kind == "epsilon":
+        return (x_t - sqrt_a * x0) / sqrt_1ma
+    if kind == "v_prediction":
+        return (sqrt_a * x_t - x0) / sqrt_1ma
+    if kind == "sample":
+        return x0
+    raise ValueError(f"`prediction_type` must be one of ['epsilon', 'sample', 'v_prediction'], got {kind!r}.")
 
 
 def previous_timestep(scheduler: Scheduler, t: int) -> int:
@@ -131,19 +182,9 @@ def clip_model_output(scheduler: Scheduler, model_output: torch.Tensor, x_t: tor
     ``clip_sample_values`` and converted back to an output of the same ``prediction_type``; the scheduler's own clip
     is then a no-op. For DDPM (posterior mean from ``x_0`` and ``x_t`` only) the step is unchanged.
     """
-    kind = getattr(scheduler, "prediction_type", "epsilon")
     lo, hi = getattr(scheduler, "clip_sample_values", (-1.0, 1.0))
-    alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=x_t.device, dtype=model_output.dtype)
-    sqrt_a, sqrt_1ma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-    if kind == "sample":
-        return model_output.clamp(lo, hi)
-    if kind == "epsilon":
-        x0 = ((x_t - sqrt_1ma * model_output) / sqrt_a).clamp(lo, hi)
-        return (x_t - sqrt_a * x0) / sqrt_1ma
-    if kind == "v_prediction":
-        x0 = (sqrt_a * x_t - sqrt_1ma * model_output).clamp(lo, hi)
-        return (sqrt_a * x_t - x0) / sqrt_1ma
-    raise ValueError(f"`prediction_type` must be one of ['epsilon', 'sample', 'v_prediction'], got {kind!r}.")
+    x0 = predicted_x0(scheduler, model_output, x_t, t).clamp(lo, hi)
+    return output_from_x0(scheduler, x0, x_t, t)
 
 
 def _initial_noise(
@@ -280,6 +321,7 @@ def sample(
     progress: bool = False,
     consistent_clip: bool = True,
     guidance_interval: tuple[float, float] | None = None,
+    prediction_guidance: PredictionGuidance | None = None,
 ) -> torch.Tensor:
     """Draw samples by running the reverse diffusion chain of ``scheduler`` with ``model``.
 
@@ -311,6 +353,8 @@ def sample(
             :func:`noise_level` lies in ``(sigma_lo, sigma_hi]``, and run one conditional pass elsewhere
             (Kynkaanniemi et al. 2024, "Applying Guidance in a Limited Interval Improves Sample and Distribution
             Quality in Diffusion Models"); ``None`` guides every step.
+        prediction_guidance: optional :class:`PredictionGuidance` applied to the (CFG-combined) output before the
+            consistent clip and ``scheduler.step`` (latent ILVR acts here).
 
     Returns:
         the final samples ``x_0`` (not clipped; the scheduler clips its ``x_0`` prediction when ``clip_sample``).
@@ -350,6 +394,8 @@ def sample(
         with torch.inference_mode():
             for t, cfg_now in zip(iterator, guided):
                 out = _model_output(model, x, t, labels_cfg if cfg_now else labels_one, cfg_now, guidance_scale)
+                if prediction_guidance is not None:
+                    out = prediction_guidance(out, x, t, scheduler)
                 if consistent_clip and getattr(scheduler, "clip_sample", False):
                     out = clip_model_output(scheduler, out, x, t)
                 prev_t = previous_timestep(scheduler, t)

@@ -35,6 +35,7 @@ __all__ = [
     "ms_ssim_within",
     "mse_between",
     "mse_of_means",
+    "reconstruction_quality",
     "sample_pairs",
     "ssim_between",
     "ssim_within",
@@ -234,3 +235,28 @@ def mse_of_means(images_a: torch.Tensor | np.ndarray, images_b: torch.Tensor | n
     a, b = as_float_images(images_a, "images_a"), as_float_images(images_b, "images_b")
     _check_same_shape(a, b)
     return float(((a.double().mean(dim=0) - b.double().mean(dim=0)) ** 2).mean())
+
+
+def reconstruction_quality(
+    images: torch.Tensor | np.ndarray, reconstructions: torch.Tensor | np.ndarray, kernel_size: int = 11
+) -> dict[str, float]:
+    """Mean PSNR (dB, ``data_range=1``), SSIM and MS-SSIM of each image against its own reconstruction.
+
+    Images in ``[0, 1]`` (or uint8), same shape, paired by index; MS-SSIM scales from :func:`ms_ssim_params_for_size`
+    (``nan`` when the images are too small for it). The PSNR is ``10 log10(1 / MSE)`` per image, then averaged.
+    """
+    a, b = as_float_images(images, "images"), as_float_images(reconstructions, "reconstructions")
+    if a.shape != b.shape:
+        raise ValueError(f"images {tuple(a.shape)} and reconstructions {tuple(b.shape)} must have the same shape.")
+    idx = torch.arange(a.shape[0])
+    mse = ((a.double() - b.double()) ** 2).flatten(1).mean(dim=1).clamp_min(1e-12)
+    out = {
+        "psnr": float((10.0 * torch.log10(1.0 / mse)).mean()),
+        "ssim": float(_paired(_ssim_metric(a, min(kernel_size, min(a.shape[2:]) // 2 * 2 - 1)), a, b, idx, idx).mean()),
+        "ms_ssim": float("nan"),
+    }
+    try:
+        out["ms_ssim"] = float(_paired(_ms_ssim_metric(a, None, None), a, b, idx, idx).mean())
+    except ValueError:
+        pass
+    return out

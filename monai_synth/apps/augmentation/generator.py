@@ -14,12 +14,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_synth.apps.augmentation.autoencoder import (
+    AUTOENCODER_DONE,
+    AutoencoderResult,
+    load_autoencoder,
+    train_autoencoder,
+)
+from monai_synth.apps.augmentation.items import DiffusionItemsDataset
 from monai_synth.data.ranges import from_unit_range
 from monai_synth.engines.diffusion import build_diffusion_trainer
-from monai_synth.engines.recipe import DiffusionRecipe
+from monai_synth.engines.recipe import DiffusionRecipe, GeneratorKind
 from monai_synth.handlers.checkpoint import latest_checkpoint, load_weights_for_sampling
 from monai_synth.handlers.ema import unwrap_model
+from monai_synth.handlers.sample_grid import SampleGridHandler
 from monai_synth.handlers.training import LossHistoryHandler, TimeBudgetHandler, WarmupLrHandler
+from monai_synth.networks.autoencoder import encode_latents
 from monai_synth.utils.io import atomic_path, ensure_writable_dir
 
 __all__ = ["DiffusionItemsDataset", "GeneratorResult", "load_generator", "train_generator"]
@@ -29,7 +38,11 @@ GENERATOR_DONE = "generator_done.json"
 
 @dataclass
 class GeneratorResult:
-    """A trained generator: the EMA network, the training scheduler and what training measured."""
+    """A trained generator: the EMA network, the training scheduler and what training measured.
+
+    For a latent generator ``autoencoder`` and ``scale_factor`` decode its samples (``D(z / s)``),
+    ``autoencoder_stats`` holds the first stage's training figures, and ``wall_s`` covers both stages.
+    """
 
     model: torch.nn.Module
     scheduler: Any
@@ -41,32 +54,10 @@ class GeneratorResult:
     checkpoint_dir: str
     final_loss: float = float("nan")
     history: dict[str, list] = field(default_factory=dict)
-
-
-class DiffusionItemsDataset(torch.utils.data.Dataset):
-    """In-memory items ``{"image": (C, H, W) in [0, 1], "label"}`` -> the model's [-1, 1], optionally flipped.
-
-    Args:
-        items: the training items.
-        hflip: random horizontal flips (probability 0.5).
-        seed: seed of the flips.
-    """
-
-    def __init__(self, items: Sequence[Mapping[str, Any]], hflip: bool, seed: int) -> None:
-        self.images = torch.stack([torch.as_tensor(np.asarray(it["image"]), dtype=torch.float32) for it in items])
-        self.images = from_unit_range(self.images)
-        self.labels = torch.as_tensor([int(it["label"]) for it in items], dtype=torch.long)
-        self.hflip = hflip
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        x = self.images[i]
-        if self.hflip and self.rng.random() < 0.5:
-            x = x.flip(-1)
-        return {"image": x, "label": self.labels[i]}
+    generator_kind: str = GeneratorKind.PIXEL
+    autoencoder: torch.nn.Module | None = None
+    scale_factor: float = 1.0
+    autoencoder_stats: dict[str, Any] = field(default_factory=dict)
 
 
 def train_generator(
@@ -78,11 +69,17 @@ def train_generator(
     sample_every: int = 0,
     progress: bool = False,
     train_handlers: Sequence | None = None,
+    autoencoder_handlers: Sequence | None = None,
 ) -> GeneratorResult:
     """Train the class-conditional diffusion generator on in-memory items under the recipe's budget.
 
     Checkpoints (model, EMA, optimizer, epoch) are written atomically to ``out_dir/checkpoints`` every epoch; a
     second call with the same ``out_dir`` resumes from the latest one.
+
+    A latent recipe (``recipe.is_latent``, the default from 128 px) first trains the autoencoder in
+    ``out_dir/autoencoder`` (``recipe.autoencoder.budget_fraction`` of ``train_minutes``; reused when finished), encodes
+    the training images once (with their mirror images when ``recipe.hflip``), and trains the UNet on the scaled
+    latents for the rest of the budget.
 
     Args:
         train_items: ``{"image": (1, H, W) in [0, 1], "label": int}`` at ``recipe.image_size``.
@@ -93,6 +90,7 @@ def train_generator(
         sample_every: write a sample grid every this many epochs (0: never).
         progress: show a progress bar.
         train_handlers: extra handlers (e.g. MONAI's ``MLFlowHandler``).
+        autoencoder_handlers: extra handlers of the autoencoder's trainer (latent recipes).
 
     Returns:
         :class:`GeneratorResult` with the EMA network in eval mode.
@@ -108,16 +106,86 @@ def train_generator(
         )
     labels = [int(it["label"]) for it in train_items]
     num_classes = int(num_classes if num_classes is not None else max(labels) + 1)
+    out_dir = ensure_writable_dir(out_dir)
+    budget = None if recipe.train_minutes is None else recipe.train_minutes * 60.0
+    if not recipe.is_latent:
+        return _train_diffusion(
+            train_items, recipe, out_dir, num_classes, device, budget, sample_every, progress, train_handlers
+        )
+    ae = _first_stage(train_items, recipe, out_dir, device, progress, autoencoder_handlers)
+    t0 = time.perf_counter()
+    latents = _latent_items(ae.model, ae.scale_factor, train_items, recipe.hflip)
+    # the budget covers both stages: the autoencoder's training and the encoding count against it
+    left = None if budget is None else max(budget - ae.wall_s - (time.perf_counter() - t0), 1.0)
+    for h in train_handlers or []:  # grids of a latent model are drawn in latent space and decoded
+        if isinstance(h, SampleGridHandler):
+            h.decode_with(ae.model, ae.scale_factor, tuple(latents[0]["image"].shape))
+    gen = _train_diffusion(
+        latents, recipe, out_dir, num_classes, device, left, sample_every, progress, train_handlers,
+        decode=(ae.model, ae.scale_factor),
+    )  # fmt: skip
+    gen.generator_kind, gen.autoencoder, gen.scale_factor = GeneratorKind.LATENT, ae.model, ae.scale_factor
+    gen.autoencoder_stats = {k: getattr(ae, k) for k in ("epochs", "iterations", "wall_s", "img_per_s", "final_loss")}
+    gen.wall_s += ae.wall_s
+    return gen
+
+
+def _first_stage(
+    train_items: Sequence[Mapping[str, Any]],
+    recipe: DiffusionRecipe,
+    out_dir: Path,
+    device: Any,
+    progress: bool,
+    handlers: Sequence | None,
+) -> AutoencoderResult:
+    """The finished autoencoder in ``out_dir/autoencoder``, else train (or resume) it with its budget share."""
+    ae_dir = out_dir / "autoencoder"
+    if (ae_dir / AUTOENCODER_DONE).is_file():
+        return load_autoencoder(ae_dir, recipe, device=device)
+    minutes = None if recipe.train_minutes is None else recipe.train_minutes * recipe.autoencoder.budget_fraction
+    return train_autoencoder(
+        train_items, recipe, ae_dir, minutes=minutes, device=device, progress=progress, train_handlers=handlers
+    )
+
+
+def _latent_items(
+    autoencoder: torch.nn.Module, scale_factor: float, items: Sequence[Mapping[str, Any]], hflip: bool
+) -> list[dict[str, Any]]:
+    """``{"image": s * mu(x), "label"}`` per item, and of its mirror image when ``hflip`` (encoded once: a flipped
+    latent is not the latent of the flipped image)."""
+    images = from_unit_range(
+        torch.stack([torch.as_tensor(np.asarray(it["image"]), dtype=torch.float32) for it in items])
+    )
+    labels = [int(it["label"]) for it in items]
+    if hflip:
+        images, labels = torch.cat([images, images.flip(-1)]), labels + labels
+    z = encode_latents(autoencoder, images, scale_factor).cpu()
+    return [{"image": z[i], "label": c} for i, c in enumerate(labels)]
+
+
+def _train_diffusion(
+    train_items: Sequence[Mapping[str, Any]],
+    recipe: DiffusionRecipe,
+    out_dir: Path,
+    num_classes: int,
+    device: str | torch.device,
+    budget_s: float | None,
+    sample_every: int,
+    progress: bool,
+    train_handlers: Sequence | None,
+    decode: tuple[torch.nn.Module, float] | None = None,
+) -> GeneratorResult:
+    """Train the UNet on ``train_items`` (images in [0, 1], or latents when ``decode`` is given)."""
+    shape = tuple(np.asarray(train_items[0]["image"]).shape)
     torch.manual_seed(recipe.seed)
     device = torch.device(device)
     network, scheduler = recipe.build_network(num_classes, in_channels=shape[0]), recipe.build_scheduler()
     network = network.to(device)
-    loader = _loader(train_items, recipe)
-    out_dir = ensure_writable_dir(out_dir)
+    loader = _loader(train_items, recipe, unit_range=decode is None)
     losses = LossHistoryHandler()
     handlers: list = [losses]
-    if recipe.train_minutes is not None:
-        handlers.append(TimeBudgetHandler(recipe.train_minutes * 60.0))
+    if budget_s is not None:
+        handlers.append(TimeBudgetHandler(budget_s))
     handlers.extend(train_handlers or [])
     optimizer = torch.optim.Adam(network.parameters(), lr=recipe.lr, betas=(0.9, 0.999), eps=1e-8)
     handlers.insert(0, WarmupLrHandler(optimizer, recipe.lr, recipe.warmup_iters))
@@ -141,6 +209,7 @@ def train_generator(
         sample_every=max(1, sample_every),
         sample_shape=shape,
         sample_scheduler=recipe.sampling_scheduler(scheduler) if sample_every else None,
+        sample_decode=decode,
         guidance_scale=recipe.guidance_scale,
         sample_steps=recipe.sample_steps,
         progress=progress,
@@ -151,7 +220,7 @@ def train_generator(
     stats = _training_stats(trainer, losses, time.perf_counter() - t0, recipe.batch_size, int(shape[0]))
     model = unwrap_model(trainer.ema_model if trainer.ema_model is not None else network).eval()
     with atomic_path(out_dir / GENERATOR_DONE) as tmp:
-        tmp.write_text(json.dumps(stats))
+        tmp.write_text(json.dumps({**stats, "generator_kind": recipe.generator_kind}))
     return GeneratorResult(
         model=model,
         scheduler=scheduler,
@@ -161,8 +230,11 @@ def train_generator(
     )
 
 
-def _loader(items: Sequence[Mapping[str, Any]], recipe: DiffusionRecipe) -> torch.utils.data.DataLoader:
-    ds = DiffusionItemsDataset(items, recipe.hflip, recipe.seed)
+def _loader(
+    items: Sequence[Mapping[str, Any]], recipe: DiffusionRecipe, unit_range: bool = True
+) -> torch.utils.data.DataLoader:
+    # latents were encoded with their mirror images already (_latent_items): no flips in latent space
+    ds = DiffusionItemsDataset(items, recipe.hflip and unit_range, recipe.seed, unit_range=unit_range)
     return torch.utils.data.DataLoader(
         ds,
         batch_size=recipe.batch_size,
@@ -207,13 +279,28 @@ def load_generator(
     ckpt = latest_checkpoint(out_dir / "checkpoints")
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint in {str(out_dir / 'checkpoints')!r}.")
+    kind = stats.get("generator_kind", GeneratorKind.PIXEL)
+    if kind != recipe.generator_kind:
+        raise ValueError(
+            f"{str(out_dir)!r} holds a {kind} generator but the recipe asks for {recipe.generator_kind!r}: set "
+            f"generator_kind={kind!r} or train into a new folder."
+        )
     network = recipe.build_network(num_classes, in_channels=int(stats.get("in_channels", 1)))
     model = load_weights_for_sampling(network, ckpt, use_ema=True).to(device)
     scheduler = recipe.build_scheduler()
-    return GeneratorResult(
+    gen = GeneratorResult(
         model=model,
         scheduler=scheduler,
         num_classes=num_classes,
         checkpoint_dir=str(out_dir / "checkpoints"),
+        generator_kind=kind,
         **{k: stats[k] for k in ("epochs", "iterations", "wall_s", "img_per_s", "final_loss", "history")},
     )
+    if kind == GeneratorKind.LATENT:
+        ae = load_autoencoder(out_dir / "autoencoder", recipe, device=device)
+        gen.autoencoder, gen.scale_factor = ae.model, ae.scale_factor
+        gen.autoencoder_stats = {
+            k: getattr(ae, k) for k in ("epochs", "iterations", "wall_s", "img_per_s", "final_loss")
+        }
+        gen.wall_s += ae.wall_s
+    return gen

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_synth.apps.augmentation.autoencoder import reconstruction_report
 from monai_synth.apps.augmentation.generator import GENERATOR_DONE, GeneratorResult, load_generator, train_generator
 from monai_synth.apps.augmentation.grids import reduced_grid
 from monai_synth.apps.augmentation.study import StudyData, run_study
@@ -139,7 +140,7 @@ def run_pipeline(
     summary: dict[str, Any] = {
         "data": {"source": source, "path": None if path is None else str(path), **sizes},
         "recipe": dataclasses.asdict(recipe),
-        "generator": _generator_summary(gen),
+        "generator": _generator_summary(gen, splits["test"]),
         "synthetic": {"n": len(synthetic), "sample_minutes": sample_s / 60.0, "dir": str(output_dir / "synthetic")},
         "runs": [
             {"name": r.config.name, "tags": dict(r.config.tags), "run_id": r.run_id, **r.test_metrics} for r in results
@@ -184,7 +185,7 @@ def _generator(
         return load_generator(out_dir, recipe, num_classes, device=device)
     if tracking is None:
         return train_generator(train, recipe, out_dir, num_classes=num_classes, device=device, progress=progress)
-    client, run_id, handler = _generator_run(*tracking, recipe)
+    client, run_id, handler, ae_handler = _generator_run(*tracking, recipe)
     grids = SampleGridHandler(
         None, recipe.sampling_scheduler(), out_dir / "samples", tuple(np.asarray(train[0]["image"]).shape),
         num_classes=num_classes, every_n_epochs=max(1, math.ceil(recipe.epochs / 2)),
@@ -195,7 +196,7 @@ def _generator(
     try:
         gen = train_generator(
             train, recipe, out_dir, num_classes=num_classes, device=device, progress=progress,
-            train_handlers=[handler, grids],
+            train_handlers=[handler, grids], autoencoder_handlers=[ae_handler],
         )  # fmt: skip
         final = {"final_loss": gen.final_loss, "img_per_s": gen.img_per_s, "train_minutes": gen.wall_s / 60.0}
         for key, value in final.items():
@@ -215,26 +216,35 @@ def _every_10th(engine: Any, iteration: int) -> bool:
     return iteration % 10 == 1
 
 
-def _generator_run(uri: str, experiment: str, recipe: DiffusionRecipe) -> tuple[Any, str, Any]:
-    """A RUNNING generator run with the recipe as params, and MONAI's ``MLFlowHandler`` writing into it (the loss at
-    iterations 1, 11, 21, ..., img/s per epoch)."""
+def _generator_run(uri: str, experiment: str, recipe: DiffusionRecipe) -> tuple[Any, str, Any, Any]:
+    """A RUNNING generator run with the recipe as params, and MONAI ``MLFlowHandler``s writing into it: the diffusion
+    loss (``train_loss``) and, for a latent generator, the autoencoder loss (``autoencoder_loss``) at iterations 1,
+    11, 21, ..., img/s per epoch."""
     from monai.handlers import MLFlowHandler, from_engine
 
     mx.check_tracking_uri(uri)
     client = mx.make_client(uri)
     exp_id = mx.get_or_create_experiment(client, experiment)
-    run_id = mx.create_run(client, exp_id, run_name="generator", tags={ROLE_TAG: "generator"})
+    run_id = mx.create_run(
+        client, exp_id, run_name="generator", tags={ROLE_TAG: "generator", "generator_kind": recipe.generator_kind}
+    )
     mx.log_params(client, run_id, dataclasses.asdict(recipe))
-    handler = MLFlowHandler(
-        tracking_uri=uri, experiment_name=experiment, iteration_log=_every_10th, epoch_log=True, tag_name="train_loss",
-        output_transform=from_engine(["loss"], first=True), close_on_complete=False,
-    )  # fmt: skip
-    handler.client, handler.cur_run = client, client.get_run(run_id)
-    return client, run_id, handler
+    handlers = []
+    for tag in ("train_loss", "autoencoder_loss"):
+        h = MLFlowHandler(
+            tracking_uri=uri, experiment_name=experiment, iteration_log=_every_10th, epoch_log=True, tag_name=tag,
+            output_transform=from_engine(["loss"], first=True), close_on_complete=False,
+        )  # fmt: skip
+        h.client, h.cur_run = client, client.get_run(run_id)
+        handlers.append(h)
+    return client, run_id, handlers[0], handlers[1]
 
 
-def _generator_summary(gen: GeneratorResult) -> dict[str, Any]:
-    return {
+def _generator_summary(gen: GeneratorResult, test: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the summary records of the generator; for a latent one also its autoencoder and the reconstruction
+    quality (PSNR / SSIM / MS-SSIM) on up to 500 test images."""
+    out: dict[str, Any] = {
+        "generator_kind": gen.generator_kind,
         "epochs": gen.epochs,
         "iterations": gen.iterations,
         "train_minutes": gen.wall_s / 60.0,
@@ -242,6 +252,13 @@ def _generator_summary(gen: GeneratorResult) -> dict[str, Any]:
         "final_loss": gen.final_loss,
         "loss_history": gen.history.get("loss", []),
     }
+    if gen.autoencoder is not None:
+        out["autoencoder"] = {
+            **gen.autoencoder_stats,
+            "scale_factor": gen.scale_factor,
+            "reconstruction_test": reconstruction_report(gen.autoencoder, list(test)[:500]),
+        }
+    return out
 
 
 def _cached_fid(

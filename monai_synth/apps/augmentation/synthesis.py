@@ -69,6 +69,8 @@ def synthesize(
         seed=seed,
         device=device,
         progress=progress,
+        autoencoder=generator.autoencoder,
+        scale_factor=generator.scale_factor,
     )
     wall = time.perf_counter() - t0
     timing = Path(result.out_dir) / "sampling_time.json"  # sampling seconds of this set, summed over resumed calls
