@@ -75,11 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
                  "generator": {"epochs": gen.epochs, "autoencoder": gen.autoencoder_stats}}  # fmt: skip
     lp_ref = lowpass_filter(refs, args.factor)
     other = torch.roll(lp_ref, 1, dims=0)
-    for name, guide in (
-        ("unguided", None),
-        ("guided", LatentLowPassGuidance(gen.autoencoder, gen.scale_factor, [Condition(reference=refs, factor=args.factor)],
-                                         iterations=args.iterations)),
-    ):  # fmt: skip
+    cond = [Condition(reference=refs, factor=args.factor)]
+    guided = LatentLowPassGuidance(gen.autoencoder, gen.scale_factor, cond, iterations=args.iterations)
+    for name, guide in (("unguided", None), ("guided", guided)):
         t = time.perf_counter()
         g = torch.Generator().manual_seed(1)
         x = inferer.sample(noise, gen.autoencoder, gen.model, class_labels=labels, generator=g,
