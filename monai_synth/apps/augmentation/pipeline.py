@@ -216,6 +216,10 @@ def _every_10th(engine: Any, iteration: int) -> bool:
     return iteration % 10 == 1
 
 
+def _loss_of_dict(output: Mapping[str, Any]) -> Any:
+    return output["loss"]
+
+
 def _generator_run(uri: str, experiment: str, recipe: DiffusionRecipe) -> tuple[Any, str, Any, Any]:
     """A RUNNING generator run with the recipe as params, and MONAI ``MLFlowHandler``s writing into it: the diffusion
     loss (``train_loss``) and, for a latent generator, the autoencoder loss (``autoencoder_loss``) at iterations 1,
@@ -230,10 +234,11 @@ def _generator_run(uri: str, experiment: str, recipe: DiffusionRecipe) -> tuple[
     )
     mx.log_params(client, run_id, dataclasses.asdict(recipe))
     handlers = []
-    for tag in ("train_loss", "autoencoder_loss"):
+    # the diffusion trainer decollates its output (a list of dicts), the autoencoder trainer does not (one dict)
+    for tag, loss in (("train_loss", from_engine(["loss"], first=True)), ("autoencoder_loss", _loss_of_dict)):
         h = MLFlowHandler(
             tracking_uri=uri, experiment_name=experiment, iteration_log=_every_10th, epoch_log=True, tag_name=tag,
-            output_transform=from_engine(["loss"], first=True), close_on_complete=False,
+            output_transform=loss, close_on_complete=False,
         )  # fmt: skip
         h.client, h.cur_run = client, client.get_run(run_id)
         handlers.append(h)
