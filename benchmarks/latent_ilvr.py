@@ -35,11 +35,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", required=True)
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--train-minutes", type=float, default=12.0)
+    parser.add_argument("--ae-fraction", type=float, default=0.5, help="share of the budget for the autoencoder")
     parser.add_argument("--train-images", type=int, default=2000, help="training images used (a class-mixed prefix)")
     parser.add_argument("--references", type=int, default=16)
     parser.add_argument("--factor", type=int, default=8, help="low-pass factor N of phi_N")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--iterations", type=int, default=2, help="decode-correct-encode rounds per step")
+    parser.add_argument("--recipe", nargs="*", default=[], help="DiffusionRecipe overrides key=value (as utility.py)")
     parser.add_argument("--work-dir", default="./outputs/latent_ilvr")
     parser.add_argument("--out", default="latent_ilvr.json")
     args = parser.parse_args(argv)
@@ -59,7 +61,12 @@ def main(argv: list[str] | None = None) -> dict:
     splits = load_labelled_splits("folder", args.data, image_size=args.image_size, work_dir=args.work_dir)
     rng = np.random.default_rng(0)
     train = [splits["train"][i] for i in rng.permutation(len(splits["train"]))[: args.train_images]]
-    recipe = DiffusionRecipe(image_size=args.image_size, train_minutes=args.train_minutes, epochs=500)
+    from utility import _parse_recipe  # the benchmarks' one key=value parser (benchmarks/ is on sys.path)
+
+    fields = {"image_size": args.image_size, "train_minutes": args.train_minutes, "epochs": 500,
+              "sample_steps": args.steps, **_parse_recipe(args.recipe)}  # fmt: skip
+    fields["autoencoder"] = {"budget_fraction": args.ae_fraction, "epochs": 500, **fields.get("autoencoder", {})}
+    recipe = DiffusionRecipe(**fields)
     t0 = time.perf_counter()
     gen = train_generator(train, recipe, Path(args.work_dir) / "generator")
     train_s = time.perf_counter() - t0

@@ -4,6 +4,11 @@ Usage::
 
     python benchmarks/real_vs_synthetic.py --real ../shared/data/pneumoniamnist/pneumoniamnist_reconstructed.npz \\
         --synthetic outputs/utility/synthetic/datalist.json --out docs/images/pneumonia_real_vs_synthetic.png
+    python benchmarks/real_vs_synthetic.py --real ../shared/data/kermany_cxr224 --image-size 128 --scale 1 \\
+        --synthetic outputs/utility/synthetic/datalist.json --out docs/images/kermany128_real_vs_synthetic.png
+
+``--real`` is a MedMNIST ``.npz`` or a folder data source (``train/``, ``test/`` class folders); its test split is
+shown, at ``--image-size`` for a folder.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import numpy as np
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--real", required=True, help="MedMNIST .npz (test split is shown)")
+    parser.add_argument("--real", required=True, help="MedMNIST .npz or a folder source (test split is shown)")
+    parser.add_argument("--image-size", type=int, default=128, help="size of a folder source's images")
     parser.add_argument("--synthetic", required=True, help="datalist JSON of the synthetic set")
     parser.add_argument("--class-names", default="normal,pneumonia")
     parser.add_argument("--n", type=int, default=12, help="images per row")
@@ -30,7 +36,17 @@ def main(argv: list[str] | None = None) -> Path:
     from monai_synth.evaluate import stack_items
     from monai_synth.handlers.sample_grid import make_grid
 
-    images, labels = load_medmnist_npz(args.real, "test")
+    if Path(args.real).is_dir():
+        import tempfile
+
+        from monai_synth.data import load_labelled_splits
+
+        work = tempfile.mkdtemp()
+        test = load_labelled_splits("folder", args.real, image_size=args.image_size, work_dir=work)["test"]
+        images = np.stack([np.asarray(it["image"])[0] for it in test]) * 255.0
+        labels = np.asarray([int(it["label"]) for it in test])
+    else:
+        images, labels = load_medmnist_npz(args.real, "test")
     synth = load_datalist_json(args.synthetic, "training")
     names = args.class_names.split(",")
     rows, titles = [], []

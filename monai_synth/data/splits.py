@@ -163,7 +163,7 @@ def load_labelled_splits(
     work_dir: str | os.PathLike = "./outputs",
     demo_kind: str = "cxr",
     demo_n_per_class: int = 150,
-    demo_size: int = 64,
+    demo_size: int | None = None,
     window: str | None = None,
     seed: int = 0,
     labels_csv: str | os.PathLike | None = None,
@@ -184,7 +184,8 @@ def load_labelled_splits(
         work_dir: where demo data is written.
         demo_kind: demo modality (``"cxr"``, ``"ct"``, ``"mg"``; see :func:`~monai_synth.data.make_demo_dataset`).
         demo_n_per_class: demo studies per class.
-        demo_size: demo image size before resizing.
+        demo_size: demo image size before resizing; ``None``: 64 px, or ``image_size`` when that is larger (so
+            demo data at 128-512 px is drawn at that size, not upsampled).
         window: HU window preset for DICOM files (``"lung"`` by default for CT demo data); ``None``: per-image
             min-max scaling.
         seed: demo data seed and the split seed.
@@ -218,7 +219,8 @@ def load_labelled_splits(
         from monai_synth.data.demo import make_demo_dataset
 
         datalist = make_demo_dataset(
-            Path(work_dir) / "demo_data", kind=demo_kind, n_per_class=demo_n_per_class, size=demo_size, seed=seed,
+            Path(work_dir) / "demo_data", kind=demo_kind, n_per_class=demo_n_per_class, seed=seed,
+            size=int(demo_size) if demo_size is not None else max(64, int(image_size)),
             ratios=tuple(float(r) for r in demo_split),
         )
         if window is None and demo_kind == "ct":

@@ -42,6 +42,7 @@ __all__ = [
     "build_diffusion_trainer",
     "MinSNRWeightedLoss",
     "is_rank0",
+    "amp_dtype_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -212,6 +213,20 @@ class MinSNRWeightedLoss(torch.nn.Module):
         return (self.weights(self.prepare_batch.last_timesteps.to(pred.device)) * per_sample).mean()
 
 
+def amp_dtype_for(device: str | torch.device, name: str | None = None) -> torch.dtype:
+    """The autocast dtype: ``name`` (``"bf16"`` / ``"fp16"``), or bf16 where the CUDA device supports it, else fp16
+    (MONAI's trainer keeps its ``GradScaler`` either way; with bf16 it is not needed and does no harm)."""
+    if name is not None:
+        table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+        if str(name).lower() not in table:
+            raise ValueError(f"`amp_dtype` must be 'bf16' or 'fp16', got {name!r}.")
+        return table[str(name).lower()]
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
 def is_rank0() -> bool:
     """True unless running under an initialised ``torch.distributed`` group with rank > 0."""
     dist = torch.distributed
@@ -239,6 +254,9 @@ def build_diffusion_trainer(
     ema_warmup: bool = True,
     grad_clip_norm: float | None = DiffusionRecipe.grad_clip_norm,
     amp: bool = False,
+    amp_dtype: str | None = None,
+    compile: bool = False,
+    channels_last: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 1,
     keep_last: int | None = 2,
@@ -281,7 +299,11 @@ def build_diffusion_trainer(
         ema_model: custom EMA model; otherwise created from ``ema_decay`` / ``ema_warmup``.
         ema_decay, ema_warmup: EMA settings (:mod:`monai_synth.handlers.ema`); ``ema_decay=None`` disables EMA.
         grad_clip_norm: clip the gradient norm (``None``: no clipping).
-        amp: mixed precision (CUDA only).
+        amp: mixed precision (CUDA only; MONAI's autocast + ``GradScaler``).
+        amp_dtype: ``"bf16"`` or ``"fp16"``; ``None``: bf16 where the GPU supports it, else fp16
+            (:func:`amp_dtype_for`).
+        compile: ``torch.compile`` the network inside MONAI's trainer (helps after a long first step).
+        channels_last: put the network in channels-last memory format (faster convolutions on tensor cores).
         checkpoint_dir, checkpoint_every, keep_last, resume: checkpointing.
         sample_dir, sample_every, sample_scheduler, sample_shape, sample_n_per_class, guidance_scale, sample_steps:
             sample grids (``sample_dir=None`` disables them; the scheduler defaults to a DDIM copy of ``scheduler``).
@@ -309,11 +331,15 @@ def build_diffusion_trainer(
     prepare = ClassConditionedPrepareBatch(scheduler, image_key, label_key, generator=generator)
     weighted = snr_gamma is not None
     loss_fn = MinSNRWeightedLoss(loss, prepare, snr_gamma) if weighted else get_loss_function(loss, huber_delta)
+    use_amp = bool(amp) and device.type == "cuda"
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last)
     trainer = SupervisedTrainer(
         device=device, max_epochs=int(max_epochs), train_data_loader=train_data_loader, network=network,
         optimizer=optimizer, loss_function=loss_fn, prepare_batch=prepare,
         inferer=ClassConditionedDiffusionInferer(scheduler, num_classes, cond_drop_prob, generator=generator),
-        train_handlers=handlers + list(train_handlers or []), amp=bool(amp) and device.type == "cuda",
+        train_handlers=handlers + list(train_handlers or []), amp=use_amp,
+        amp_kwargs={"dtype": amp_dtype_for(device, amp_dtype)} if use_amp else None, compile=bool(compile),
         decollate=decollate,
     )  # fmt: skip
     trainer.ema_model = ema_model

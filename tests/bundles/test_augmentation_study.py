@@ -49,3 +49,28 @@ def test_main_job_runs_end_to_end(tmp_path):
     assert "| 1 |" in table and "| 17 |" in table
     assert (out / "study" / "mlruns.db").is_file()
     assert len(list((out / "demo_data").glob("*.dcm"))) == 16
+
+
+def test_main_job_with_a_latent_generator_records_its_kind_and_first_stage(tmp_path):
+    from mlflow.tracking import MlflowClient
+    from monai.bundle import run
+
+    out = tmp_path / "out"
+    run(
+        config_file=[str(BUNDLE / "common.yaml"), str(BUNDLE / "run.yaml")],
+        output_dir=str(out), image_size=16, demo_n_per_class=8, n_synthetic_per_class=2, classifier_epochs=1,
+        grid_rows=[17],
+        **{"recipe#train_minutes": 0.1, "recipe#epochs": 1, "recipe#sample_steps": 2, "recipe#channels": [32, 32, 32],
+           "recipe#generator_kind": "latent",
+           "recipe#autoencoder": {"channels": [8, 8], "norm_num_groups": 4, "latent_channels": 2, "epochs": 1,
+                                  "batch_size": 8, "adv_start_iters": 1}},
+    )  # fmt: skip
+    gen = json.loads((out / "summary.json").read_text())["generator"]
+    assert gen["generator_kind"] == "latent"
+    assert gen["autoencoder"]["scale_factor"] > 0 and set(gen["autoencoder"]["reconstruction_test"]) == {
+        "psnr", "ssim", "ms_ssim"}  # fmt: skip
+    client = MlflowClient(f"sqlite:///{out / 'study' / 'mlruns.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    generator = [r for r in runs if r.data.tags.get("monai_synth.role") == "generator"]
+    assert len(generator) == 1 and generator[0].data.tags["generator_kind"] == "latent"
+    assert "autoencoder_loss" in generator[0].data.metrics and "train_loss" in generator[0].data.metrics

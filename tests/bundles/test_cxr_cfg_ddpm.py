@@ -211,3 +211,27 @@ def test_evaluate_writes_table1(tmp_path):
     ]  # fmt: skip
     assert [row[2:4] for row in rows] == [["6", "6"]] * 3  # max_eval_images of each set (real test: all 6)
     assert all(float(row[4]) >= 0 for row in rows)
+
+
+def test_latent_configuration_trains_both_stages_and_samples_decoded_images(tmp_path):
+    """train_latent.yaml + sample_latent.yaml at 32 px with a tiny first stage (the default is 256 px)."""
+    tiny_latent = {
+        **{k: v for k, v in TINY.items() if k != "grid_n_per_class"}, "image_size": 32,
+        "recipe#generator_kind": "latent", "recipe#epochs": 1,
+        "recipe#autoencoder": {"channels": [8, 8], "norm_num_groups": 4, "latent_channels": 2, "epochs": 1,
+                               "batch_size": 4, "adv_start_iters": 1},
+    }  # fmt: skip
+    bundle_run(config_file=cfg("common", "train_latent"), meta_file=str(CONFIGS / "metadata.json"),
+               bundle_root=str(tmp_path), sample_every=1, **tiny_latent)  # fmt: skip
+    gen = tmp_path / "outputs" / "generator"
+    assert json.loads((gen / "generator_done.json").read_text())["generator_kind"] == "latent"
+    assert (gen / "autoencoder" / "autoencoder_done.json").is_file()
+    assert (gen / "samples" / "samples_epoch00001.png").is_file()
+    bundle_run(config_file=cfg("common", "train_latent", "sample_latent"), meta_file=str(CONFIGS / "metadata.json"),
+               bundle_root=str(tmp_path), num_per_class=2, **tiny_latent)  # fmt: skip
+    doc = json.loads((tmp_path / "outputs" / "synthetic_latent" / "datalist.json").read_text())
+    assert [it["label"] for it in doc["training"]] == [0, 0, 1, 1]
+    png = sorted((tmp_path / "outputs" / "synthetic_latent" / "png").rglob("*.png"))
+    from PIL import Image
+
+    assert len(png) == 4 and Image.open(png[0]).size == (32, 32)

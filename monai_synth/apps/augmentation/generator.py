@@ -70,6 +70,8 @@ def train_generator(
     progress: bool = False,
     train_handlers: Sequence | None = None,
     autoencoder_handlers: Sequence | None = None,
+    amp: bool = True,
+    compile: bool = False,
 ) -> GeneratorResult:
     """Train the class-conditional diffusion generator on in-memory items under the recipe's budget.
 
@@ -91,6 +93,8 @@ def train_generator(
         progress: show a progress bar.
         train_handlers: extra handlers (e.g. MONAI's ``MLFlowHandler``).
         autoencoder_handlers: extra handlers of the autoencoder's trainer (latent recipes).
+        amp: mixed precision of the UNet's training on CUDA (bf16 where supported, else fp16; ignored on CPU).
+        compile: ``torch.compile`` the UNet.
 
     Returns:
         :class:`GeneratorResult` with the EMA network in eval mode.
@@ -110,8 +114,9 @@ def train_generator(
     budget = None if recipe.train_minutes is None else recipe.train_minutes * 60.0
     if not recipe.is_latent:
         return _train_diffusion(
-            train_items, recipe, out_dir, num_classes, device, budget, sample_every, progress, train_handlers
-        )
+            train_items, recipe, out_dir, num_classes, device, budget, sample_every, progress, train_handlers,
+            speed=(amp, compile),
+        )  # fmt: skip
     ae = _first_stage(train_items, recipe, out_dir, device, progress, autoencoder_handlers)
     t0 = time.perf_counter()
     latents = _latent_items(ae.model, ae.scale_factor, train_items, recipe.hflip)
@@ -122,7 +127,7 @@ def train_generator(
             h.decode_with(ae.model, ae.scale_factor, tuple(latents[0]["image"].shape))
     gen = _train_diffusion(
         latents, recipe, out_dir, num_classes, device, left, sample_every, progress, train_handlers,
-        decode=(ae.model, ae.scale_factor),
+        decode=(ae.model, ae.scale_factor), speed=(amp, compile),
     )  # fmt: skip
     gen.generator_kind, gen.autoencoder, gen.scale_factor = GeneratorKind.LATENT, ae.model, ae.scale_factor
     gen.autoencoder_stats = {k: getattr(ae, k) for k in ("epochs", "iterations", "wall_s", "img_per_s", "final_loss")}
@@ -174,8 +179,10 @@ def _train_diffusion(
     progress: bool,
     train_handlers: Sequence | None,
     decode: tuple[torch.nn.Module, float] | None = None,
+    speed: tuple[bool, bool] = (True, False),
 ) -> GeneratorResult:
-    """Train the UNet on ``train_items`` (images in [0, 1], or latents when ``decode`` is given)."""
+    """Train the UNet on ``train_items`` (images in [0, 1], or latents when ``decode`` is given); ``speed`` is
+    ``(amp, compile)``."""
     shape = tuple(np.asarray(train_items[0]["image"]).shape)
     torch.manual_seed(recipe.seed)
     device = torch.device(device)
@@ -210,6 +217,8 @@ def _train_diffusion(
         sample_shape=shape,
         sample_scheduler=recipe.sampling_scheduler(scheduler) if sample_every else None,
         sample_decode=decode,
+        amp=speed[0],
+        compile=speed[1],
         guidance_scale=recipe.guidance_scale,
         sample_steps=recipe.sample_steps,
         progress=progress,
