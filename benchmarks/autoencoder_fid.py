@@ -9,6 +9,8 @@ Loads the finished autoencoder of a latent generator (``<generator-dir>/autoenco
 reconstructs up to ``--n`` train images ``D(mu(x))`` and reports FID(reconstructed train, test) beside FID(real
 train, test) (Inception 2048-d, the same sets and sizes). A latent generator cannot get below the first figure:
 if it is close to the synthetic set's FID, the autoencoder is the bottleneck; if far below, the UNet is.
+With ``--train-minutes M`` and no finished autoencoder in ``<generator-dir>/autoencoder``, one is trained first with
+the default recipe for ``M`` minutes (how the cap falls with the first stage's budget).
 """
 
 from __future__ import annotations
@@ -27,12 +29,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--generator-dir", required=True)
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--train-minutes", type=float, default=None, help="train an autoencoder first when none")
     parser.add_argument("--work-dir", default="./outputs/autoencoder_fid")
     parser.add_argument("--out", default="autoencoder_fid.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
 
-    from monai_synth.apps.augmentation.autoencoder import load_autoencoder, reconstruction_report
+    from monai_synth.apps.augmentation.autoencoder import (
+        AUTOENCODER_DONE,
+        load_autoencoder,
+        reconstruction_report,
+        train_autoencoder,
+    )
     from monai_synth.data import load_labelled_splits
     from monai_synth.data.ranges import from_unit_range, to_unit_range
     from monai_synth.engines import DiffusionRecipe
@@ -41,7 +49,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     source = "medmnist" if str(args.data).endswith(".npz") else "folder"
     splits = load_labelled_splits(source, args.data, image_size=args.image_size, work_dir=args.work_dir)
-    ae = load_autoencoder(Path(args.generator_dir) / "autoencoder", DiffusionRecipe(image_size=args.image_size))
+    ae_dir, recipe = Path(args.generator_dir) / "autoencoder", DiffusionRecipe(image_size=args.image_size)
+    if args.train_minutes is not None and not (ae_dir / AUTOENCODER_DONE).is_file():
+        recipe.autoencoder.epochs = 1000  # the budget decides
+        train_autoencoder(splits["train"], recipe, ae_dir, minutes=args.train_minutes)
+    ae = load_autoencoder(ae_dir, recipe)
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(splits["train"]))[: args.n]
     train = torch.stack([torch.as_tensor(splits["train"][i]["image"]) for i in idx]).float()
@@ -55,7 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
         "generator_dir": str(args.generator_dir),
         "n_train": len(idx),
         "n_test": int(test.shape[0]),
-        "autoencoder": {"epochs": ae.epochs, "iterations": ae.iterations, "scale_factor": ae.scale_factor},
+        "autoencoder": {"epochs": ae.epochs, "iterations": ae.iterations, "wall_s": ae.wall_s,
+                        "scale_factor": ae.scale_factor},  # fmt: skip
         "fid_train_test": float(compute_fid(f_train, f_test)),
         "fid_reconstructed_train_test": float(compute_fid(f_recon, f_test)),
         "fid_reconstructed_train_train": float(compute_fid(f_recon, f_train)),
