@@ -228,19 +228,7 @@ def generate_dataset(
     n_cls = len(counts)
     fmts, names = _check_generation_args(formats, batch_size, class_names, n_cls, guidance_scale)
     spatial = (int(image_size),) * 2 if isinstance(image_size, int) else tuple(int(s) for s in image_size)
-    model_channels = getattr(unwrap_model(model), "in_channels", None)
-    if autoencoder is not None:
-        if int(in_channels) != int(autoencoder.encoder.in_channels):
-            raise ValueError(
-                f"`in_channels`={in_channels}, but the autoencoder takes {autoencoder.encoder.in_channels}."
-            )
-        sample_shape = latent_shape(autoencoder, spatial)
-        if isinstance(model_channels, int) and model_channels != sample_shape[0]:
-            raise ValueError(f"the model takes {model_channels} channels but the latents have {sample_shape[0]}.")
-    elif isinstance(model_channels, int) and int(in_channels) != model_channels:
-        raise ValueError(f"`in_channels`={in_channels}, but the model takes {model_channels}: set in_channels to that.")
-    else:
-        sample_shape = (int(in_channels), *spatial)
+    sample_shape = _sample_shape(model, autoencoder, int(in_channels), spatial)
     out = ensure_writable_dir(out_dir).resolve()  # datalists hold paths relative to their folder
     param = next(iter(model.parameters()), None)
     device = torch.device(device if device is not None else param.device if param is not None else "cpu")
@@ -289,6 +277,25 @@ def generate_dataset(
     _write_datalists(result, out, fmts, paths, labels, names)
     logger.info("generated %d files (%d existed) in %s", result.written, result.skipped, out)
     return result
+
+
+def _sample_shape(
+    model: torch.nn.Module, autoencoder: torch.nn.Module | None, in_channels: int, spatial: tuple[int, ...]
+) -> tuple[int, ...]:
+    """``(C, *spatial)`` the model samples: the image, or the autoencoder's latent; channels checked (errors name
+    the argument)."""
+    model_channels = getattr(unwrap_model(model), "in_channels", None)
+    if autoencoder is not None:
+        if in_channels != int(autoencoder.encoder.in_channels):
+            takes = autoencoder.encoder.in_channels
+            raise ValueError(f"`in_channels`={in_channels}, but the autoencoder takes {takes}.")
+        shape = latent_shape(autoencoder, spatial)
+        if isinstance(model_channels, int) and model_channels != shape[0]:
+            raise ValueError(f"the model takes {model_channels} channels but the latents have {shape[0]}.")
+        return shape
+    if isinstance(model_channels, int) and in_channels != model_channels:
+        raise ValueError(f"`in_channels`={in_channels}, but the model takes {model_channels}: set in_channels to that.")
+    return (in_channels, *spatial)
 
 
 def _write_datalists(

@@ -73,6 +73,17 @@ class Condition:
                 ) from e
 
 
+def check_conditions(conditions: Sequence[Condition]) -> tuple[Condition, ...]:
+    """``conditions`` as a tuple, checked: at least one, each a :class:`Condition`."""
+    conditions = tuple(conditions)
+    if not conditions:
+        raise ValueError("`conditions` must hold at least one Condition.")
+    for i, c in enumerate(conditions):
+        if not isinstance(c, Condition):
+            raise ValueError(f"`conditions[{i}]` must be a Condition, got {type(c).__name__}.")
+    return conditions
+
+
 def _derived_generator(generator: torch.Generator | None, prev_t: int, device: torch.device) -> torch.Generator | None:
     """A generator for the reference noise at step ``prev_t``, derived from ``generator``'s seed.
 
@@ -127,13 +138,7 @@ class MultiConditionGuidance:
     """
 
     def __init__(self, conditions: Sequence[Condition]) -> None:
-        conditions = tuple(conditions)
-        if not conditions:
-            raise ValueError("`conditions` must hold at least one Condition.")
-        for i, c in enumerate(conditions):
-            if not isinstance(c, Condition):
-                raise ValueError(f"`conditions[{i}]` must be a Condition, got {type(c).__name__}.")
-        self.conditions = conditions
+        self.conditions = check_conditions(conditions)
 
     def __call__(
         self,

@@ -28,7 +28,7 @@ from monai.inferers import LatentDiffusionInferer
 from monai.networks.schedulers import Scheduler
 
 from monai_synth.inferers.class_conditioned import ClassConditionedDiffusionInferer
-from monai_synth.inferers.guidance import Condition, _expand_to
+from monai_synth.inferers.guidance import Condition, _expand_to, check_conditions
 from monai_synth.inferers.lowpass import lowpass_filter
 from monai_synth.inferers.sampling import GuidanceStrategy, output_from_x0, predicted_x0, sample
 from monai_synth.networks.autoencoder import decode_latents
@@ -158,13 +158,8 @@ class LatentLowPassGuidance:
         if int(iterations) < 1:
             raise ValueError(f"`iterations` must be >= 1, got {iterations!r}.")
         self.iterations = int(iterations)
-        conditions = tuple(conditions)
-        if not conditions:
-            raise ValueError("`conditions` must hold at least one Condition.")
-        for i, c in enumerate(conditions):
-            if not isinstance(c, Condition):
-                raise ValueError(f"`conditions[{i}]` must be a Condition, got {type(c).__name__}.")
-        self.autoencoder, self.scale_factor, self.conditions = autoencoder, float(scale_factor), conditions
+        self.autoencoder, self.scale_factor = autoencoder, float(scale_factor)
+        self.conditions = check_conditions(conditions)
 
     def correction(self, image: torch.Tensor, t: int) -> torch.Tensor | None:
         """``sum_s [t >= a_s] W_s (phi_{n_s}(y_s) - phi_{n_s}(image))``, ``None`` when no condition is active."""
