@@ -20,6 +20,7 @@ from monai_synth.engines import (
     get_loss_function,
 )
 from monai_synth.inferers import sample
+from monai_synth.networks.schedulers import BoundedDDIMScheduler
 
 PRED = torch.tensor([0.0, 0.5, 3.0, -2.0])
 TARGET = torch.tensor([0.2, 0.5, 0.0, 0.0])
@@ -80,8 +81,8 @@ def test_prepare_batch_missing_key(key, match):
     "kind,schedule,prediction_type,cls",
     [
         ("ddpm", "linear_beta", "epsilon", DDPMScheduler),
-        ("DDIM", "scaled_linear_beta", "v_prediction", DDIMScheduler),
-        ("ddim", "cosine", "epsilon", DDIMScheduler),
+        ("DDIM", "scaled_linear_beta", "v_prediction", BoundedDDIMScheduler),
+        ("ddim", "cosine", "epsilon", BoundedDDIMScheduler),
     ],
 )
 def test_build_scheduler(kind, schedule, prediction_type, cls):

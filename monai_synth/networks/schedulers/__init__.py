@@ -2,5 +2,5 @@
 
 from __future__ import annotations
 
-from .factory import SamplerKind, SchedulerKind, build_scheduler, ddim_from, sampler_from
+from .factory import BoundedDDIMScheduler, SamplerKind, SchedulerKind, build_scheduler, ddim_from, sampler_from
 from .multistep import DPMSolverMultistepScheduler, UniPCMultistepScheduler

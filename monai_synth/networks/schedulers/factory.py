@@ -7,7 +7,25 @@ from typing import Any
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler, Scheduler
 from monai.utils import StrEnum
 
-__all__ = ["SamplerKind", "SchedulerKind", "build_scheduler", "ddim_from", "sampler_from"]
+__all__ = ["BoundedDDIMScheduler", "SamplerKind", "SchedulerKind", "build_scheduler", "ddim_from", "sampler_from"]
+
+
+class BoundedDDIMScheduler(DDIMScheduler):
+    """MONAI's ``DDIMScheduler`` with the step's noise variance bounded by ``1 - alpha_bar_prev``.
+
+    DDIM's update (Song et al. 2021, Eq. 12) takes ``sqrt(1 - alpha_bar_prev - sigma_t^2)``; with ``eta = 1``
+    ``sigma_t^2`` equals ``1 - alpha_bar_prev`` up to rounding, and on a cosine schedule (``alpha_bar_T`` about
+    2e-9) float32 rounding made the difference negative: a 2-step DDIM returned NaN images. Bounding ``sigma_t^2``
+    by ``(1 - alpha_bar_prev)(1 - 1e-6)`` leaves the other steps unchanged and, where the bound is active, moves
+    the direction term's coefficient from its exact value (about ``sqrt(alpha_bar_t)``, below float32 resolution) to
+    at most ``1e-3``: the sample changes by at most ``1e-3 |eps|``.
+    """
+
+    def _get_variance(self, timestep: int, prev_timestep: int):  # noqa: D102 (MONAI's private hook)
+        variance = super()._get_variance(timestep, prev_timestep)
+        prev = self.alphas_cumprod[prev_timestep] if prev_timestep >= 0 else self.final_alpha_cumprod
+        # a relative margin of 1e-6 keeps 1 - alpha_bar_prev - (eta * sqrt(variance))^2 >= 0 after float32 rounding
+        return variance.clamp(min=0.0, max=float(1.0 - prev) * (1.0 - 1e-6))
 
 
 class SchedulerKind(StrEnum):
@@ -61,7 +79,7 @@ def build_scheduler(
         if num_inference_steps is not None:
             sched.set_timesteps(int(num_inference_steps))
         return sched
-    cls = DDPMScheduler if key == SchedulerKind.DDPM else DDIMScheduler
+    cls = DDPMScheduler if key == SchedulerKind.DDPM else BoundedDDIMScheduler
     sched = cls(
         num_train_timesteps=num_train_timesteps,
         schedule=schedule,
@@ -75,7 +93,8 @@ def build_scheduler(
 
 
 def ddim_from(scheduler: Scheduler, clip_sample: bool | None = None) -> DDIMScheduler:
-    """A MONAI ``DDIMScheduler`` (Song et al. 2021) on the noise schedule of a trained ``scheduler``.
+    """A DDIM scheduler (Song et al. 2021; MONAI's, as :class:`BoundedDDIMScheduler`) on the noise schedule of a
+    trained ``scheduler``.
 
     The betas, alphas and cumulative alphas are copied, so sampling uses exactly the training schedule whatever
     ``schedule`` name produced it; ``prediction_type`` is copied too. Call ``set_timesteps`` before sampling.
@@ -84,7 +103,7 @@ def ddim_from(scheduler: Scheduler, clip_sample: bool | None = None) -> DDIMSche
         scheduler: the training scheduler (e.g. a ``DDPMScheduler``).
         clip_sample: clip the predicted ``x_0`` to [-1, 1]; default: the training scheduler's setting (True if absent).
     """
-    ddim = DDIMScheduler(
+    ddim = BoundedDDIMScheduler(
         num_train_timesteps=scheduler.num_train_timesteps,
         prediction_type=scheduler.prediction_type,
         clip_sample=getattr(scheduler, "clip_sample", True) if clip_sample is None else bool(clip_sample),
