@@ -693,9 +693,9 @@ def _open_run(
 
 def _log_test_results(
     client: Any, run_id: str, metrics: Mapping[str, float], cm: np.ndarray, figures: Mapping[str, Any],
-    results: Mapping[str, Any], model_path: str | os.PathLike,
+    results: Mapping[str, Any], model_path: str | os.PathLike | None,
 ) -> None:
-    """Test metrics (and the confusion-matrix cells), figures, ``results.json`` and the weights into the run."""
+    """Test metrics (and the confusion-matrix cells), figures, ``results.json`` and (when given) the weights."""
     mlflow_entities = __import__("mlflow.entities", fromlist=["Metric"])
     k = cm.shape[0]
     ts = int(time.time() * 1000)
@@ -706,7 +706,8 @@ def _log_test_results(
     for name, fig in figures.items():
         mx.log_figure(client, run_id, fig, f"figures/{name}.png")
     mx.log_dict(client, run_id, results, "results.json")
-    client.log_artifact(run_id, str(model_path), "model")
+    if model_path is not None:
+        client.log_artifact(run_id, str(model_path), "model")
 
 
 def _run_stages(
@@ -776,6 +777,7 @@ def train_classifier(
     run_tags: Mapping[str, str] | None = None,
     extra_params: Mapping[str, Any] | None = None,
     device: str | torch.device | None = None,
+    log_weights: bool = False,
 ) -> RunResult:
     """Train, select on validation and test one classifier (seed 000 Sec. 4.3), logging everything to MLflow.
 
@@ -786,7 +788,9 @@ def train_classifier(
     weights are tested on the real ``test_data``.
 
     MLflow (when ``track``): options and data sizes as params, per-epoch ``train_loss``, ``lr``, ``val_*``, final
-    ``test_*``, the figures, ``results.json`` and ``model/best_state_dict.pt`` (docs/classification.md). On an
+    ``test_*``, the figures, ``results.json`` and, with ``log_weights``, ``model/best_state_dict.pt``
+    (docs/classification.md; weights trained on patient images can leak them, so they stay local and owner-only
+    unless asked). On an
     exception the run is marked FAILED (KILLED for KeyboardInterrupt) and the exception is re-raised.
 
     Args:
@@ -797,7 +801,8 @@ def train_classifier(
         test_data: real held-out test items.
         synthetic_data: synthetic items, required when the config uses synthetic data.
         output_dir: local folder for the state dict, figures and (default) the MLflow store.
-        tracking_uri: MLflow URI; default ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<output_dir>/mlruns.db``.
+        tracking_uri: MLflow URI; default ``sqlite:///<output_dir>/mlruns.db`` (``$MLFLOW_TRACKING_URI`` is not
+            read: :func:`monai_synth.handlers.resolve_tracking_uri`).
         experiment_name: MLflow experiment.
         track: False disables MLflow.
         on_unreachable: ``"raise"`` (default: a :class:`TrackingUnavailableError` naming the URI before any
@@ -806,6 +811,7 @@ def train_classifier(
         run_tags: extra tags (merged with ``config.tags``).
         extra_params: extra params to log (e.g. the study name).
         device: torch device; default CUDA if available else CPU.
+        log_weights: also upload the best state dict to the MLflow run (default: kept in ``output_dir`` only).
 
     Returns:
         :class:`RunResult`.
@@ -841,7 +847,7 @@ def train_classifier(
         with atomic_path(out_dir / "results.json") as tmp:
             tmp.write_text(json.dumps(results, indent=2, default=str))
         if client is not None:
-            _log_test_results(client, run_id, metrics, cm, figures, results, model_path)
+            _log_test_results(client, run_id, metrics, cm, figures, results, model_path if log_weights else None)
         status = "FINISHED"
         result = RunResult(config, chash, metrics, best_val_metric=best_val, best_epoch=best_epoch, history=history,
                            confusion_matrix=cm, data_sizes=sizes, run_id=run_id, model_path=str(model_path),

@@ -8,6 +8,7 @@ runs can be written from one process without ``mlflow.start_run`` stacks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ __all__ = [
     "create_run",
     "end_run",
     "log_params",
+    "redact_path",
     "log_figure",
     "log_dict",
     "find_runs",
@@ -49,15 +51,35 @@ class TrackingUnavailableError(ConnectionError):
     """The MLflow tracking URI cannot be reached or written."""
 
 
-def resolve_tracking_uri(tracking_uri: str | None, output_dir: str | os.PathLike | None = None) -> str:
-    """The tracking URI to use: ``tracking_uri`` if given, else ``$MLFLOW_TRACKING_URI``, else
-    ``sqlite:///<output_dir>/mlruns.db`` (absolute path).
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def resolve_tracking_uri(
+    tracking_uri: str | None, output_dir: str | os.PathLike | None = None, allow_insecure_http: bool = False
+) -> str:
+    """The tracking URI to use: ``tracking_uri`` if given, else ``sqlite:///<output_dir>/mlruns.db`` (absolute).
+
+    ``$MLFLOW_TRACKING_URI`` is deliberately **not** read: runs log parameters and figures of patient data, and a
+    variable left in a shell must not send them to a server nobody chose for this run (pass the URI explicitly).
+    A plain ``http://`` server other than this machine is refused unless ``allow_insecure_http`` (the parameters and
+    figures would cross the network unencrypted): use ``https://``.
 
     Raises:
-        ValueError: for a plain path or ``file://`` URI (MLflow >= 3.13 no longer supports the file store) and when
-            nothing is given and ``output_dir`` is None.
+        ValueError: for a plain path or ``file://`` URI (MLflow >= 3.13 no longer supports the file store), for a
+            remote ``http://`` URI without ``allow_insecure_http``, and when nothing is given and ``output_dir`` is
+            None.
     """
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = tracking_uri
+    if uri and uri.startswith("http://") and not allow_insecure_http:
+        from urllib.parse import urlparse
+
+        host = (urlparse(uri).hostname or "").lower()
+        if host not in _LOCAL_HOSTS:
+            raise ValueError(
+                f"`tracking_uri` {uri!r} is plain http to another machine: parameters and figures of patient data "
+                "would cross the network unencrypted. Use https://, or pass allow_insecure_http=True if the network "
+                "is trusted."
+            )
     if not uri:
         if output_dir is None:
             raise ValueError(
@@ -100,9 +122,20 @@ def check_tracking_uri(tracking_uri: str, timeout: float = 5.0) -> None:
         raise TrackingUnavailableError(f"MLflow tracking URI {tracking_uri!r} does not answer ({e}). {hint}") from e
 
 
+def _private_sqlite(tracking_uri: str) -> None:
+    """Create a ``sqlite:///`` store's file owner-only (0600) before MLflow opens it: it holds patient-data params."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    db = Path(tracking_uri[len("sqlite:///") :])
+    if db.parent.is_dir() and not db.exists():
+        os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def make_client(tracking_uri: str) -> MlflowClient:
-    """An :class:`mlflow.MlflowClient` bound to ``tracking_uri`` (mlflow imported lazily)."""
+    """An :class:`mlflow.MlflowClient` bound to ``tracking_uri`` (mlflow imported lazily); a new SQLite store is
+    created owner-only (0600)."""
     mlflow, _ = optional_import("mlflow", descriptor="Install mlflow to track runs.")
+    _private_sqlite(tracking_uri)
     return mlflow.MlflowClient(tracking_uri=tracking_uri)
 
 
@@ -138,7 +171,7 @@ def create_run(
     parent_run_id: str | None = None,
 ) -> str:
     """Create a RUNNING run (a child of ``parent_run_id`` when given) and return its id."""
-    all_tags = {k: str(v) for k, v in (tags or {}).items()}
+    all_tags = {k: str(redact_path(v)) for k, v in (tags or {}).items()}
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     return client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
@@ -162,8 +195,20 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def redact_path(value: Any) -> Any:
+    """An absolute (or ``~``) local path becomes ``<local path 1a2b3c4d>``, 8 hex of its SHA-256: file and folder
+    names often name patients or carry UIDs. The same path always gives the same id, so a site can match runs to
+    its files (hash the path) while the tracking server learns nothing. Other values are returned unchanged; used
+    for every MLflow param and tag."""
+    text = str(value) if isinstance(value, (str, os.PathLike)) else None
+    if text is None or "://" in text or not (os.path.isabs(text) or text.startswith("~")):
+        return value
+    return f"<local path {hashlib.sha256(text.encode()).hexdigest()[:8]}>"
+
+
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
-    """Log (nested) parameters, flattened with dots; None becomes ``"None"``, long values are truncated.
+    """Log (nested) parameters, flattened with dots; None becomes ``"None"``, long values are truncated, absolute
+    local paths become opaque ids (:func:`redact_path`).
 
     Keys already logged with the same value are skipped (MLflow forbids changing a logged parameter).
     """
@@ -171,7 +216,7 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
     existing = client.get_run(run_id).data.params
     items = []
     for k, v in _flatten(params).items():
-        sv = str(v)[:_MAX_PARAM_LEN]
+        sv = str(redact_path(v))[:_MAX_PARAM_LEN]
         if k in existing:
             if existing[k] != sv:
                 logger.warning("MLflow param %r already logged as %r; keeping it (new value %r).", k, existing[k], sv)

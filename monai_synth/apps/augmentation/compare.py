@@ -169,7 +169,8 @@ def compare_runs(
 
     Args:
         experiment: MLflow experiment name.
-        tracking_uri: MLflow URI (default ``$MLFLOW_TRACKING_URI``; required otherwise).
+        tracking_uri: MLflow URI (required: ``$MLFLOW_TRACKING_URI`` is not read, see
+            :func:`monai_synth.handlers.resolve_tracking_uri`).
         study: only runs tagged with this study name.
         out_dir: when given, write ``comparison.csv``, ``comparison.md``, ``comparison.png`` and
             ``comparison_bars.png`` there.
@@ -183,10 +184,9 @@ def compare_runs(
     """
     if reference is not None and reference not in REFERENCES:
         raise ValueError(f"`reference` must be None or one of {sorted(REFERENCES)}, got {reference!r}.")
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        raise ValueError("Give `tracking_uri` (e.g. sqlite:///<output_dir>/mlruns.db) or set $MLFLOW_TRACKING_URI.")
-    uri = mx.resolve_tracking_uri(uri)
+    if not tracking_uri:
+        raise ValueError("Give `tracking_uri` (e.g. sqlite:///<output_dir>/mlruns.db); $MLFLOW_TRACKING_URI is unused.")
+    uri = mx.resolve_tracking_uri(tracking_uri)
     client = mx.make_client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
