@@ -32,10 +32,11 @@ from .diffusion import (
 )
 from .generate import GenerationResult, GenerationSettingsError, generate_dataset, model_fingerprint, plan_class_counts
 from .privacy import (
-    PrivacyFilter,
-    PrivacyFilterResult,
-    filter_generated_dataset,
-    privacy_filter,
-    threshold_from_holdout,
+    PRIVACY_REPORT,
+    NearCopyFilter,
+    build_near_copy_filter,
+    near_copy_filter_for_splits,
+    privacy_report,
+    write_privacy_report,
 )
 from .recipe import LATENT_FROM_SIZE, AutoencoderRecipe, DiffusionRecipe, GeneratorKind

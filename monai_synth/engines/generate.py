@@ -6,13 +6,21 @@ Layout of ``out_dir``::
     datalist_<fmt>.json                           {"training": [{"image": relative path, "label": int}, ...]}
     datalist.json                                 same as the first format's datalist
     dicom_uids.json                               Study/Series UIDs of the run (only with DICOM output)
-    generation.json                               the sampling settings and a fingerprint of the model weights
+    generation.json                               the sampling settings, a fingerprint of the model weights and
+                                                  the candidates the near-copy filter dropped
+    privacy_report.json                           the near-copy check of this set (engines.privacy)
 
 Determinism and resume: the images are planned up front (class by class) and cut into batches of ``batch_size``;
 batch ``b`` draws all its noise from ``torch.Generator().manual_seed(seed + b)``. So an image depends only on
 ``(model, seed, batch_size, its index)``: a re-run skips batches whose files all exist, re-samples a partly written
 batch identically and writes only the missing files. ``generation.json`` records what the images depend on; a
 re-run into the same folder with other settings or other weights is refused (it would silently mix two data sets).
+
+Privacy: with a :class:`~monai_synth.engines.privacy.NearCopyFilter` every candidate is scored against the training
+images before anything is written; a flagged candidate's index is added to ``generation.json`` (atomically, before
+the batch's other files are written) and its files are never created, so a resumed run, which re-samples the same
+candidates, skips it too. The requested class counts shrink by the dropped candidates (about 1 - quantile of
+genuinely new images, docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from monai.utils import optional_import
 from monai_synth.data.datalists import write_datalist_json
 from monai_synth.data.ranges import to_unit_range
 from monai_synth.data.writers import FORMAT_SUFFIX, _check_format, write_image
+from monai_synth.engines.privacy import PRIVACY_REPORT, NearCopyFilter, privacy_report, write_privacy_report
 from monai_synth.engines.recipe import DiffusionRecipe
 from monai_synth.handlers.checkpoint import load_weights_for_sampling
 from monai_synth.handlers.ema import unwrap_model
@@ -93,6 +102,20 @@ def _check_manifest(out: Path, settings: dict) -> None:
         tmp.write_text(json.dumps(settings, indent=1))
 
 
+def _dropped(out: Path) -> dict[int, dict]:
+    """Candidates the near-copy filter dropped in earlier calls: ``{index: {"reference", "score"}}``."""
+    return {int(k): v for k, v in json.loads((out / MANIFEST).read_text()).get("dropped", {}).items()}
+
+
+def _record_dropped(out: Path, new: dict[int, dict]) -> None:
+    """Add dropped candidates to ``generation.json`` (atomic replace) before any file of the batch is written."""
+    path = out / MANIFEST
+    doc = json.loads(path.read_text())
+    doc["dropped"] = {**doc.get("dropped", {}), **{str(k): v for k, v in new.items()}}
+    with atomic_path(path) as tmp:  # atomic_path fsyncs the folder after the replace
+        tmp.write_text(json.dumps(doc, indent=1))
+
+
 logger = logging.getLogger(__name__)
 
 
@@ -107,6 +130,8 @@ class GenerationResult:
         written: files written in this call.
         skipped: files that already existed.
         items: the datalist entries of the first format (absolute paths).
+        dropped: candidate index -> ``{"reference", "score"}`` of the near-copies that were not written.
+        privacy_report: path of ``privacy_report.json``.
     """
 
     out_dir: Path
@@ -115,6 +140,8 @@ class GenerationResult:
     written: int = 0
     skipped: int = 0
     items: list[dict] = field(default_factory=list)
+    dropped: dict[int, dict] = field(default_factory=dict)
+    privacy_report: Path | None = None
 
 
 def plan_class_counts(
@@ -195,6 +222,7 @@ def generate_dataset(
     conditional: bool | None = None,
     autoencoder: torch.nn.Module | None = None,
     scale_factor: float = 1.0,
+    near_copy_filter: NearCopyFilter | None = None,
 ) -> GenerationResult:
     """Sample ``counts[c]`` images of every class with classifier-free guidance and write them with a datalist.
 
@@ -220,6 +248,9 @@ def generate_dataset(
             unconditional model gets ``num_per_class=[N]``, all under class 0).
         autoencoder, scale_factor: for a latent model, the ``AutoencoderKL`` and latent scale ``s``: latents of
             ``image_size // factor`` are sampled and decoded as ``D(z / s)`` (``image_size`` is the decoded size).
+        near_copy_filter: checks every candidate against the training images before it is written (module
+            docstring; :func:`~monai_synth.engines.build_near_copy_filter`). ``None`` switches the check off: the
+            images are written unchecked, with a warning, and ``privacy_report.json`` says so.
 
     Returns:
         a :class:`GenerationResult`.
@@ -249,6 +280,9 @@ def generate_dataset(
     if autoencoder is not None:
         settings["autoencoder"] = model_fingerprint(autoencoder)
         settings["scale_factor"] = float(scale_factor)
+    settings["privacy"] = None if near_copy_filter is None else near_copy_filter.settings()  # None = unchecked
+    if near_copy_filter is None:
+        logger.warning("generate_dataset: no near-copy filter: %s is not checked against the training images", out)
     _check_manifest(out, settings)
     uids = _dicom_uids(out, n_cls) if "dicom" in fmts else None
 
@@ -258,23 +292,31 @@ def generate_dataset(
     paths = {
         f: [out / f.value / names[c] / f"synth_{i:06d}{FORMAT_SUFFIX[f]}" for i, c in enumerate(labels)] for f in fmts
     }
-    result = GenerationResult(out_dir=out, counts=counts)
+    result = GenerationResult(out_dir=out, counts=counts, dropped=_dropped(out))
     starts = list(range(0, len(labels), int(batch_size)))
     iterator = enumerate(starts)
     if progress and has_tqdm:
         iterator = tqdm(iterator, total=len(starts), desc="generating")
     for b, start in iterator:
         idx = list(range(start, min(start + int(batch_size), len(labels))))
-        missing = [(i, f) for i in idx for f in fmts if not paths[f][i].exists()]
-        result.skipped += len(idx) * len(fmts) - len(missing)
+        missing = [(i, f) for i in idx for f in fmts if i not in result.dropped and not paths[f][i].exists()]
+        result.skipped += sum(i not in result.dropped for i in idx) * len(fmts) - len(missing)
         if not missing:
             continue
-        result.written += _sample_batch(
-            model, scheduler, idx, missing, labels, paths, names, uids, int(seed) + b, sample_shape,
-            conditional, guidance_scale, eta, value_range, device, guidance_interval,
-            None if autoencoder is None else (autoencoder, float(scale_factor)),
+        images = _sample_batch(
+            model, scheduler, idx, labels, int(seed) + b, sample_shape, conditional, guidance_scale, eta,
+            value_range, device, guidance_interval, None if autoencoder is None else (autoencoder, float(scale_factor)),
         )  # fmt: skip
+        if not np.isfinite(np.asarray(images)).all():
+            raise FloatingPointError(
+                f"batch {b} (images {idx[0]}-{idx[-1]}) sampled NaN or infinite values: the model or the sampler "
+                "diverged (check the training loss, or try more sampling steps); nothing of this batch was written."
+            )
+        if near_copy_filter is not None:
+            missing = _filter_batch(near_copy_filter, images, idx, missing, labels, names, result, out)
+        result.written += _write_batch(images, idx, missing, labels, paths, names, uids)
     _write_datalists(result, out, fmts, paths, labels, names)
+    result.privacy_report = _write_report(result, out, len(labels), near_copy_filter)
     logger.info("generated %d files (%d existed) in %s", result.written, result.skipped, out)
     return result
 
@@ -306,9 +348,10 @@ def _write_datalists(
     labels: Sequence[int],
     names: Sequence[str],
 ) -> None:
-    """``datalist_<fmt>.json`` per format and ``datalist.json`` (the first format); recorded in ``result``."""
+    """``datalist_<fmt>.json`` per format and ``datalist.json`` (the first format), without the dropped candidates;
+    recorded in ``result``."""
     for k, f in enumerate(fmts):
-        items = [{"image": str(paths[f][i]), "label": c} for i, c in enumerate(labels)]
+        items = [{"image": str(paths[f][i]), "label": c} for i, c in enumerate(labels) if i not in result.dropped]
         path = out / f"datalist_{f.value}.json"
         result.datalists[f.value] = write_datalist_json({"training": items}, path, class_names=names, synthetic=True)
         if k == 0:
@@ -328,6 +371,12 @@ def _check_generation_args(
     names = list(class_names) if class_names is not None else [f"class_{k}" for k in range(n_cls)]
     if len(names) != n_cls:
         raise ValueError(f"{len(names)} `class_names` given for {n_cls} classes.")
+    for name in names:  # each becomes a folder under out_dir/<fmt>/: it must not climb out of it
+        if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0") or ":" in name:
+            raise ValueError(
+                f"class name {name!r} cannot be a folder name inside the output folder: use letters, digits, '_', "
+                "'-' or '.', without path separators."
+            )
     if not math.isfinite(float(guidance_scale)):
         raise ValueError(f"`guidance_scale` must be a finite number, got {guidance_scale!r}.")
     return fmts, names
@@ -337,11 +386,7 @@ def _sample_batch(
     model: torch.nn.Module,
     scheduler: Any,
     idx: Sequence[int],
-    missing: Sequence[tuple[int, Any]],
     labels: Sequence[int],
-    paths: dict[Any, list[Path]],
-    names: Sequence[str],
-    uids: dict | None,
     batch_seed: int,
     sample_shape: tuple[int, ...],
     conditional: bool,
@@ -351,9 +396,8 @@ def _sample_batch(
     device: torch.device,
     guidance_interval: tuple[float, float] | None,
     decode: tuple[torch.nn.Module, float] | None = None,
-) -> int:
-    """Sample the images ``idx`` of one batch (seed ``batch_seed``), write the ``missing`` files; return the count."""
-    written = 0
+) -> torch.Tensor:
+    """Sample the images ``idx`` of one batch (seed ``batch_seed``) as ``(n, C, H, W)`` in [0, 1]."""
     generator = torch.Generator(device=device).manual_seed(batch_seed)
     batch_labels = torch.tensor([labels[i] for i in idx], device=device)
     x = sample(
@@ -369,7 +413,49 @@ def _sample_batch(
     )
     if decode is not None:
         x = decode_latents(decode[0], x, decode[1], batch_size=len(idx))
-    images = to_unit_range(x, value_range)
+    return to_unit_range(x, value_range)
+
+
+def _candidate_name(names: Sequence[str], label: int, i: int) -> str:
+    return f"{names[label]}/synth_{i:06d}"
+
+
+def _filter_batch(
+    near_copy_filter: NearCopyFilter,
+    images: torch.Tensor,
+    idx: Sequence[int],
+    missing: Sequence[tuple[int, Any]],
+    labels: Sequence[int],
+    names: Sequence[str],
+    result: GenerationResult,
+    out: Path,
+) -> list[tuple[int, Any]]:
+    """Score a sampled batch; record new near-copies in ``generation.json`` first; return the files still to write."""
+    flagged, scores, refs = near_copy_filter.check(
+        torch.as_tensor(np.asarray(images), dtype=torch.float32).clamp(0, 1)
+    )
+    new = {
+        i: {"synthetic": _candidate_name(names, labels[i], i), "reference": near_copy_filter.reference_id(int(r)),
+            "score": float(sc)}
+        for i, f, sc, r in zip(idx, flagged.tolist(), scores.tolist(), refs.tolist()) if f
+    }  # fmt: skip
+    if new:
+        _record_dropped(out, new)
+        result.dropped.update(new)
+        logger.info("near-copy filter: dropped %d of %d candidates in this batch", len(new), len(idx))
+    return [(i, f) for i, f in missing if i not in result.dropped]
+
+
+def _write_batch(
+    images: torch.Tensor,
+    idx: Sequence[int],
+    missing: Sequence[tuple[int, Any]],
+    labels: Sequence[int],
+    paths: dict[Any, list[Path]],
+    names: Sequence[str],
+    uids: dict | None,
+) -> int:
+    """Write the ``missing`` ``(index, format)`` files of one sampled batch; return the count."""
     for i, f in missing:
         c = labels[i]
         kwargs = None
@@ -378,5 +464,13 @@ def _sample_batch(
                       "class_name": names[c], "instance_number": i + 1}  # fmt: skip
         paths[f][i].parent.mkdir(parents=True, exist_ok=True)
         write_image(images[i - idx[0]], paths[f][i], f, dicom_kwargs=kwargs)
-        written += 1
-    return written
+    return len(missing)
+
+
+def _write_report(
+    result: GenerationResult, out: Path, n_candidates: int, near_copy_filter: NearCopyFilter | None
+) -> Path:
+    """``privacy_report.json`` of the set: the dropped candidates (never written), or 'not checked'."""
+    flagged = [result.dropped[i] for i in sorted(result.dropped)]
+    report = privacy_report(flagged, n_candidates, near_copy_filter, filtered=True, n_written=len(result.items))
+    return write_privacy_report(report, out / PRIVACY_REPORT)

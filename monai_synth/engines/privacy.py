@@ -1,265 +1,208 @@
-"""Privacy filter for generation: drop synthetic images that are near-copies of training images, and report them.
+"""Near-copy filtering of synthetic images and the privacy report written beside every synthetic set.
 
-A synthetic image whose nearest training image is closer than a threshold (pixel RMS distance, see
-:mod:`monai_synth.metrics.memorization`) is treated as a possible copy of a patient's image and is not released.
-Distances come from :func:`monai_synth.metrics.memorization.nearest_neighbours`; this module adds what a generation
-run needs around it: index bookkeeping across batches, a threshold derived from held-out real images, and a CSV/JSON
-report of every dropped image with its nearest training image and distance.
+A synthetic image that resembles a training image more than real images of *other* patients do is treated as a
+possible copy of a patient's image and is not released. The measure is the copy descriptor of
+:mod:`monai_synth.metrics.copy_detection` (tolerant of flips, shifts, gamma, crops and noise); the threshold is
+calibrated on held-out real images the generator never saw, patient-disjoint from the training images where the
+data says who the patients are (:func:`build_near_copy_filter`).
 
-Typical use (see docs/reliability.md)::
+:func:`monai_synth.engines.generate_dataset` applies a :class:`NearCopyFilter` to every candidate **before** its file
+is written and records dropped candidates in ``generation.json``, so a resumed run never re-creates them. Every
+synthetic set gets ``privacy_report.json`` (:func:`privacy_report`), the same document that
+``python -m monai_synth.privacy audit`` writes for any folder::
 
-    threshold = threshold_from_holdout(train_images, test_images, quantile=0.01)
-    # in memory, batch by batch:
-    pf = PrivacyFilter(train_images, threshold)
-    result = pf(synthetic_batch)                  # result.kept_indices -> write only those
-    pf.write_report("out/privacy_filter.csv")     # and/or .json
-    # or after generate_dataset(), on the written files (removes dropped files, rewrites the datalists):
-    filter_generated_dataset("out", train_images, threshold)
+    {"method": "copy_descriptor", "threshold": 0.96, "n_synthetic": 200, "n_reference": 4436,
+     "flagged": [{"synthetic": "normal/synth_000012", "reference": "train[311]", "score": 0.981}, ...],
+     "checked": true, "filtered": true, "descriptor": {...}, "calibration": {...}}
+
+``filtered: true`` means the flagged candidates were never written; an audit of existing files reports
+``filtered: false`` (the flagged files are still there).
 """
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from monai_synth.data.datalists import write_datalist_json
-from monai_synth.data.image_io import load_image_2d
-from monai_synth.metrics.memorization import nearest_neighbours, pixel_vectors
-from monai_synth.utils.io import atomic_path
+from monai_synth.metrics.copy_detection import COPY_METHOD, CopyDescriptor, NearCopyIndex, calibrate_threshold
+from monai_synth.utils.io import PRIVATE_MODE, atomic_path
 
 __all__ = [
-    "PrivacyFilter",
-    "PrivacyFilterResult",
-    "filter_generated_dataset",
-    "privacy_filter",
-    "threshold_from_holdout",
+    "PRIVACY_REPORT",
+    "NearCopyFilter",
+    "build_near_copy_filter",
+    "near_copy_filter_for_splits",
+    "privacy_report",
     "write_privacy_report",
 ]
 
 logger = logging.getLogger(__name__)
 
-REPORT_COLUMNS = ("synthetic_index", "nearest_train_index", "distance", "threshold", "image")
+PRIVACY_REPORT = "privacy_report.json"
+"""File name of the report beside each synthetic set."""
+
+ImagesLike = torch.Tensor | np.ndarray | Sequence[Mapping[str, Any]]
+
+
+def _as_batch(images: ImagesLike, name: str) -> torch.Tensor | np.ndarray:
+    """``(N, C, H, W)`` from an array or a list of ``{"image": (C, H, W)}`` items (the in-memory splits)."""
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        return images
+    items = list(images)
+    if not items:
+        raise ValueError(f"`{name}` is empty: the near-copy filter needs real images.")
+    try:
+        return torch.stack([torch.as_tensor(np.asarray(it["image"]), dtype=torch.float32) for it in items])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise ValueError(
+            f"`{name}` must be an (N, C, H, W) array or items with an 'image' array of one size: {e}"
+        ) from e
 
 
 @dataclass
-class PrivacyFilterResult:
-    """Outcome of filtering one set (or batch) of synthetic images.
+class NearCopyFilter:
+    """Flags candidates that score at or above ``threshold`` against an indexed reference (training) set.
 
     Attributes:
-        kept_indices: positions (within the filtered batch) of the images to keep, sorted.
-        dropped_indices: global indices (``index_offset`` + position) of dropped images, sorted.
-        nearest_train_indices: index of the nearest training image of each dropped image.
-        distances: pixel RMS distance of each dropped image to that training image.
-        threshold: the threshold used (drop when ``distance < threshold``).
-        n_input: number of images checked.
+        index: the indexed reference images.
+        threshold: copy-descriptor score at or above which a candidate is a suspected copy.
+        calibration: how the threshold was chosen (quantile, held-out count, score quantiles, patient-disjoint).
+        reference_ids: opaque id of each reference in reports (default ``train[<index>]``); never a file path.
     """
 
-    kept_indices: list[int]
-    dropped_indices: list[int]
-    nearest_train_indices: list[int]
-    distances: list[float]
+    index: NearCopyIndex
     threshold: float
-    n_input: int
-    rows: list[dict] = field(default_factory=list)
+    calibration: dict = field(default_factory=dict)
+    reference_ids: Sequence[str] | None = None
 
-    @property
-    def n_dropped(self) -> int:
-        """Number of dropped images."""
-        return len(self.dropped_indices)
+    def __post_init__(self) -> None:
+        t = float(self.threshold)
+        if not math.isfinite(t) or not -1.0 <= t <= 1.0:
+            raise ValueError(f"`threshold` (a copy-descriptor score) must be in [-1, 1], got {self.threshold!r}.")
+        self.threshold = t
+        if self.reference_ids is not None and len(self.reference_ids) != len(self.index):
+            raise ValueError(f"{len(self.reference_ids)} `reference_ids` for {len(self.index)} reference images.")
+
+    def reference_id(self, j: int) -> str:
+        """Report id of reference ``j``."""
+        return str(self.reference_ids[j]) if self.reference_ids is not None else f"train[{int(j)}]"
+
+    def check(self, images: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(flagged (n,) bool, scores (n,), nearest reference (n,))`` for ``(n, C, H, W)`` images in [0, 1]."""
+        scores, ref = self.index.search(images)
+        return scores >= self.threshold, scores, ref
+
+    def settings(self) -> dict:
+        """What the filter's decisions depend on (recorded in ``generation.json``; a resume must match)."""
+        quantised = (self.index.full * 1e3).round().to(torch.int32).numpy().tobytes()  # robust to float noise
+        return {
+            "method": COPY_METHOD, "threshold": self.threshold, "n_reference": len(self.index),
+            "descriptor": self.index.descriptor.settings(), "calibration": dict(self.calibration),
+            "reference_checksum": hashlib.sha256(quantised).hexdigest()[:16],
+        }  # fmt: skip
 
 
-def _check_threshold(threshold: float) -> float:
-    t = float(threshold)
-    if not math.isfinite(t) or t < 0:
+def build_near_copy_filter(
+    references: ImagesLike,
+    holdout: ImagesLike | None = None,
+    quantile: float = 0.99,
+    threshold: float | None = None,
+    descriptor: CopyDescriptor | None = None,
+    reference_ids: Sequence[str] | None = None,
+    patient_disjoint: bool | None = None,
+) -> NearCopyFilter:
+    """Index the training images and calibrate the threshold on held-out real images.
+
+    Args:
+        references: the generator's training images (``(N, C, H, W)`` in [0, 1] or items with an ``"image"``).
+        holdout: real images the generator never saw, ideally of other patients (the validation split).
+        quantile: share of held-out images scoring below the threshold (0.99: a candidate is dropped when it
+            resembles a training image more than 99 % of unseen real images do; about 1 % of genuinely new
+            images are dropped too).
+        threshold: an explicit threshold instead of calibration (``holdout`` then unused).
+        descriptor: copy-descriptor settings.
+        reference_ids: opaque ids of the references for reports.
+        patient_disjoint: whether ``holdout`` shares no patient with ``references`` (recorded; ``None`` = unknown).
+
+    Raises:
+        ValueError: neither ``holdout`` nor ``threshold``, or empty/malformed image sets (naming the argument).
+    """
+    index = NearCopyIndex(_as_batch(references, "references"), descriptor)
+    if threshold is not None:
+        return NearCopyFilter(index, float(threshold), {"explicit": True}, reference_ids)
+    if holdout is None:
         raise ValueError(
-            f"`threshold` (pixel RMS distance) must be a finite number >= 0, got {threshold!r}; use "
-            "`threshold_from_holdout()` to derive one from held-out real images."
+            "the near-copy filter needs `holdout` (real images the generator never saw, e.g. the validation split) "
+            "to calibrate its threshold, or an explicit `threshold`."
         )
-    return t
+    thr, scores = calibrate_threshold(index, _as_batch(holdout, "holdout"), quantile)
+    calibration = {
+        "quantile": float(quantile), "n_holdout": int(scores.numel()), "patient_disjoint": patient_disjoint,
+        "holdout_score_median": float(scores.median()), "holdout_score_max": float(scores.max()),
+    }  # fmt: skip
+    logger.info("near-copy filter: threshold %.4f (%.3g quantile of %d held-out images)", thr, quantile, scores.numel())
+    return NearCopyFilter(index, thr, calibration, reference_ids)
 
 
-def privacy_filter(
-    synthetic: torch.Tensor | np.ndarray,
-    train: torch.Tensor | np.ndarray,
-    threshold: float,
-    index_offset: int = 0,
-    chunk_size: int = 1024,
-) -> PrivacyFilterResult:
-    """Drop synthetic images whose nearest training image is closer than ``threshold``.
-
-    Args:
-        synthetic: ``(n, C, *spatial)`` images in ``[0, 1]`` or uint8.
-        train: ``(m, C, *spatial)`` training images, same size.
-        threshold: pixel RMS distance; images with ``distance < threshold`` are dropped (0 keeps everything).
-        index_offset: added to the reported indices (the number of images generated before this batch).
-        chunk_size: queries per distance chunk.
-
-    Returns:
-        :class:`PrivacyFilterResult`.
+def near_copy_filter_for_splits(
+    splits: Mapping[str, Sequence[Mapping[str, Any]]],
+    quantile: float = 0.99,
+    enabled: bool = True,
+    patient_disjoint: bool | None = None,
+) -> NearCopyFilter | None:
+    """The filter for a generator trained on ``splits["train"]`` (the in-memory splits of
+    :func:`~monai_synth.data.load_labelled_splits`): calibrated on ``splits["val"]`` (``splits["test"]`` when there
+    is no validation split); ``None`` when not ``enabled`` (an explicit opt-out, recorded as unchecked).
 
     Raises:
-        ValueError: negative/non-finite threshold, images outside ``[0, 1]``, or different sizes (see messages).
+        ValueError: no training images, or neither a validation nor a test split to calibrate on.
     """
-    t = _check_threshold(threshold)
-    syn, tr = pixel_vectors(synthetic, "synthetic"), pixel_vectors(train, "train")
-    if syn.shape[1] != tr.shape[1]:
-        raise ValueError(f"synthetic and train images differ in size: {syn.shape[1]} vs {tr.shape[1]} values.")
-    distance, index = nearest_neighbours(syn, tr, chunk_size)
-    drop = distance < t
-    kept = torch.nonzero(~drop).reshape(-1).tolist()
-    positions = torch.nonzero(drop).reshape(-1)
-    dropped = [int(i) + int(index_offset) for i in positions]
-    nearest = [int(i) for i in index[positions]]
-    dist = [float(d) for d in distance[positions]]
-    rows = [
-        {"synthetic_index": i, "nearest_train_index": j, "distance": d, "threshold": t}
-        for i, j, d in zip(dropped, nearest, dist)
-    ]
-    return PrivacyFilterResult([int(i) for i in kept], dropped, nearest, dist, t, int(syn.shape[0]), rows)
+    if not enabled:
+        logger.warning("near-copy filter switched off: synthetic images will be written unchecked")
+        return None
+    holdout = list(splits.get("val") or []) or list(splits.get("test") or [])
+    if not holdout:
+        raise ValueError("the near-copy filter needs a validation or test split to calibrate its threshold.")
+    return build_near_copy_filter(splits["train"], holdout, quantile, patient_disjoint=patient_disjoint)
 
 
-def threshold_from_holdout(
-    train: torch.Tensor | np.ndarray, holdout: torch.Tensor | np.ndarray, quantile: float = 0.01
-) -> float:
-    """A threshold from real held-out images: the ``quantile`` of their nearest-training-image distances.
+def privacy_report(
+    flagged: Sequence[Mapping[str, Any]],
+    n_synthetic: int,
+    near_copy_filter: NearCopyFilter | None,
+    filtered: bool,
+    **extra: Any,
+) -> dict:
+    """The privacy report of one synthetic set (module docstring); ``near_copy_filter=None``: not checked."""
+    if near_copy_filter is None:
+        return {
+            "method": None, "threshold": None, "n_synthetic": int(n_synthetic), "n_reference": 0, "flagged": None,
+            "checked": False, "filtered": False,
+            "warning": "these images were NOT checked for near-copies of training images (the filter was switched "
+            "off); run `python -m monai_synth.privacy audit` before releasing them.", **extra,
+        }  # fmt: skip
+    s = near_copy_filter.settings()
+    rows = sorted(({**dict(r), "score": float(r["score"])} for r in flagged), key=lambda r: -r["score"])
+    return {
+        "method": s["method"], "threshold": s["threshold"], "n_synthetic": int(n_synthetic),
+        "n_reference": s["n_reference"], "flagged": rows, "checked": True, "filtered": bool(filtered),
+        "descriptor": s["descriptor"], "calibration": s["calibration"], **extra,
+    }  # fmt: skip
 
-    A synthetic image closer to the training set than (say) 99 % of independent real images are is suspicious
-    (the "distance to closest record" rule used in :mod:`monai_synth.metrics.memorization`).
 
-    Raises:
-        ValueError: ``quantile`` outside ``[0, 1]``.
-    """
-    if not 0.0 <= float(quantile) <= 1.0:
-        raise ValueError(f"`quantile` must be in [0, 1], got {quantile!r}.")
-    d, _ = nearest_neighbours(pixel_vectors(holdout, "holdout"), pixel_vectors(train, "train"))
-    return float(torch.quantile(d, float(quantile)))
-
-
-def write_privacy_report(rows: Sequence[dict], path: str | os.PathLike, summary: dict | None = None) -> Path:
-    """Write the dropped images atomically as CSV (``.csv``) or JSON (any other suffix).
-
-    CSV columns: ``synthetic_index, nearest_train_index, distance, threshold, image`` (one row per dropped image;
-    ``image`` is the dropped file when known).
-    JSON: ``{"summary": {...}, "dropped": [rows]}``.
-    """
+def write_privacy_report(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write a report atomically as JSON, readable by the owner only (it names training images)."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() == ".csv":
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(REPORT_COLUMNS))
-                writer.writeheader()
-                for r in rows:
-                    writer.writerow({k: r.get(k, "") for k in REPORT_COLUMNS})
-        else:
-            tmp.write_text(json.dumps({"summary": summary or {}, "dropped": list(rows)}, indent=2))
+    with atomic_path(path, PRIVATE_MODE) as tmp:
+        tmp.write_text(json.dumps(dict(report), indent=1))
     return path
-
-
-def filter_generated_dataset(
-    out_dir: str | os.PathLike,
-    train: torch.Tensor | np.ndarray,
-    threshold: float,
-    report_path: str | os.PathLike | None = None,
-    datalist: str = "datalist.json",
-) -> PrivacyFilterResult:
-    """Apply the privacy filter to a folder written by :func:`monai_synth.engines.generate.generate_dataset`.
-
-    Reads the images listed in ``out_dir/<datalist>`` (the first format), drops those closer than ``threshold`` to a
-    training image: their files are deleted in **every** format (``datalist_<fmt>.json`` lists them at the same
-    position), every ``datalist*.json`` is rewritten without them, and the report is written to ``report_path``
-    (default ``out_dir/privacy_filter.csv`` plus the same rows as ``.json`` with a summary). Indices in the report are
-    positions in the original datalist.
-
-    Args:
-        out_dir: the generation output folder.
-        train: ``(m, C, H, W)`` training images in ``[0, 1]`` or uint8, same size as the synthetic images.
-        threshold: pixel RMS distance below which an image is dropped.
-        report_path: CSV (or JSON) report path.
-        datalist: name of the datalist whose images are checked.
-
-    Returns:
-        the :class:`PrivacyFilterResult` (``kept_indices`` are positions in the original datalist).
-
-    Raises:
-        FileNotFoundError: ``out_dir/<datalist>`` does not exist.
-    """
-    out = Path(out_dir)
-    main = out / datalist
-    if not main.is_file():
-        raise FileNotFoundError(f"{str(main)!r} does not exist: run generate_dataset first or pass `datalist=`.")
-    doc = json.loads(main.read_text())
-    items = doc.get("training", [])
-    images = (
-        np.stack([load_image_2d(out / it["image"], rescale="dtype").numpy() for it in items])
-        if items
-        else np.zeros((0, 1, 1, 1))
-    )
-    result = privacy_filter(images, train, threshold) if items else PrivacyFilterResult([], [], [], [], threshold, 0)
-    dropped = set(result.dropped_indices)
-    for row in result.rows:
-        row["image"] = items[row["synthetic_index"]]["image"]
-    for dl_path in sorted(out.glob("datalist*.json")):
-        dl = json.loads(dl_path.read_text())
-        entries = dl.get("training", [])
-        if len(entries) != len(items):
-            logger.warning("%s lists %d images, %s lists %d: not rewritten", dl_path, len(entries), main, len(items))
-            continue
-        for i in sorted(dropped):
-            (out / entries[i]["image"]).unlink(missing_ok=True)
-        header = {k: v for k, v in dl.items() if k != "training"}
-        kept = [{**e, "image": str((out / e["image"]).resolve())} for i, e in enumerate(entries) if i not in dropped]
-        write_datalist_json({"training": kept}, dl_path, **header)
-    report = Path(report_path) if report_path is not None else out / "privacy_filter.csv"
-    summary = {"threshold": result.threshold, "n_checked": result.n_input, "n_dropped": result.n_dropped}
-    write_privacy_report(result.rows, report, summary)
-    if report.suffix.lower() == ".csv":
-        write_privacy_report(result.rows, report.with_suffix(".json"), summary)
-    logger.info("privacy filter: dropped %d/%d images from %s", result.n_dropped, result.n_input, out)
-    return result
-
-
-class PrivacyFilter:
-    """Stateful privacy filter for a generation run that produces images batch by batch.
-
-    Each call filters one batch against the training images and remembers what it dropped (with global indices, so
-    reports from several batches line up with the generation order); :meth:`write_report` writes the record.
-
-    Args:
-        train: ``(m, C, *spatial)`` training images in ``[0, 1]`` or uint8.
-        threshold: pixel RMS distance below which a synthetic image is dropped.
-        chunk_size: queries per distance chunk.
-    """
-
-    def __init__(self, train: torch.Tensor | np.ndarray, threshold: float, chunk_size: int = 1024) -> None:
-        self.threshold = _check_threshold(threshold)
-        self.train = train
-        self.chunk_size = int(chunk_size)
-        self.rows: list[dict] = []
-        self.n_checked = 0
-
-    def __call__(self, synthetic: torch.Tensor | np.ndarray, index_offset: int | None = None) -> PrivacyFilterResult:
-        """Filter one batch; ``index_offset`` defaults to the number of images checked so far."""
-        offset = self.n_checked if index_offset is None else int(index_offset)
-        result = privacy_filter(synthetic, self.train, self.threshold, offset, self.chunk_size)
-        self.rows.extend(result.rows)
-        self.n_checked += result.n_input
-        return result
-
-    def summary(self) -> dict:
-        """``{"threshold", "n_checked", "n_dropped"}``."""
-        return {"threshold": self.threshold, "n_checked": self.n_checked, "n_dropped": len(self.rows)}
-
-    def write_report(self, path: str | os.PathLike) -> Path:
-        """Write the dropped images so far (CSV or JSON by suffix, see :func:`write_privacy_report`)."""
-        path = write_privacy_report(self.rows, path, self.summary())
-        logger.info("privacy filter: dropped %d/%d images; report %s", len(self.rows), self.n_checked, path)
-        return path

@@ -11,11 +11,28 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_path", "atomic_torch_save", "safe_torch_load", "ensure_writable_dir"]
+__all__ = ["PRIVATE_MODE", "atomic_path", "atomic_torch_save", "ensure_writable_dir", "fsync_dir", "safe_torch_load"]
+
+PRIVATE_MODE = 0o600
+"""Permissions of files derived from patient data (weights trained on it, reports naming its images)."""
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a folder's entries to disk, so a rename in it survives a power cut (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path`` atomically.
 
     Readers never see a half-written file: either the old file or the complete new one exists.
@@ -23,6 +40,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     Args:
         path: final destination.
+        mode: permissions of the final file (e.g. :data:`PRIVATE_MODE`); default ``0666`` less the umask.
 
     Yields:
         the temporary path to write to (same folder, so ``os.replace`` is atomic).
@@ -36,26 +54,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # mkstemp creates 0600; give the final file the usual permissions
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
+        fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+def atomic_torch_save(obj: Any, path: str | os.PathLike, mode: int | None = PRIVATE_MODE) -> Path:
     """``torch.save`` through :func:`atomic_path`, so a killed process never leaves a truncated checkpoint.
 
     Args:
         obj: the object to save (tensors, state dicts, plain Python containers).
         path: destination file.
+        mode: file permissions; owner-only by default (weights trained on patient images can leak them).
 
     Returns:
         the destination path.
     """
-    with atomic_path(path) as tmp:
+    with atomic_path(path, mode) as tmp:
         torch.save(obj, tmp)
     return Path(path)
 

@@ -44,6 +44,9 @@ def test_main_job_runs_end_to_end(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["generator"]["epochs"] == 1
     assert summary["synthetic"]["n"] == 8
+    assert summary["privacy"]["checked"] and summary["privacy"]["n_candidates"] == 8
+    report = json.loads((out / "synthetic" / "privacy_report.json").read_text())
+    assert report["calibration"]["patient_disjoint"] is True and report["n_reference"] > 0
     assert sorted(r["tags"]["table2_row"] for r in summary["runs"]) == ["1", "17"]
     table = (out / "study" / "comparison" / "comparison.md").read_text()
     assert "| 1 |" in table and "| 17 |" in table

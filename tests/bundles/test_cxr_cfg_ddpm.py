@@ -132,6 +132,9 @@ def test_train_resume_sample_end_to_end(tmp_path, monkeypatch):
     assert all((out / it["image"]).is_file() for it in doc["training"])  # paths relative to the datalist folder
     assert len(list((out / "png" / "pneumonia").glob("*.png"))) == 3
     assert len(list((out / "dicom").rglob("*.dcm"))) == 6
+    report = json.loads((out / "privacy_report.json").read_text())  # the near-copy filter is on by default
+    assert report["checked"] and report["filtered"] and report["n_synthetic"] == 6 and report["flagged"] == []
+    assert report["calibration"]["n_holdout"] > 0
 
 
 def test_medmnist_source(tmp_path):
@@ -231,6 +234,7 @@ def test_latent_configuration_trains_both_stages_and_samples_decoded_images(tmp_
                bundle_root=str(tmp_path), num_per_class=2, **tiny_latent)  # fmt: skip
     doc = json.loads((tmp_path / "outputs" / "synthetic_latent" / "datalist.json").read_text())
     assert [it["label"] for it in doc["training"]] == [0, 0, 1, 1]
+    assert json.loads((tmp_path / "outputs" / "synthetic_latent" / "privacy_report.json").read_text())["checked"]
     png = sorted((tmp_path / "outputs" / "synthetic_latent" / "png").rglob("*.png"))
     from PIL import Image
 

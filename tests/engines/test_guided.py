@@ -25,6 +25,7 @@ from monai_synth.apps.guided import (
     make_demo_guided_data,
     mammo_patch_transform,
     prepare_mammo_patch,
+    reference_id,
     resolve_guided_data,
     run_guided_sampling,
     save_montage,
@@ -55,7 +56,12 @@ def test_ct_slice_matches_pydicom_by_hand(shared_data):
     assert full.uid == CT_UID_FIRST and full.boxes == [BoundingBox("A", 278, 308, 360, 394)]
     small = load_ct_slice(f, size=64, window="lung", annotations=anns)
     assert small.image.shape == (1, 64, 64) and small.boxes[0].to_dict() == {
-        "label": "A", "xmin": 34, "ymin": 38, "xmax": 45, "ymax": 49}
+        "label": "A",
+        "xmin": 34,
+        "ymin": 38,
+        "xmax": 45,
+        "ymax": 49,
+    }
     # the tumour is soft tissue inside dark lung: the box is brighter than the slice on average
     b = small.boxes[0]
     assert small.image[0, b.ymin : b.ymax + 1, b.xmin : b.xmax + 1].mean() > small.image.mean() + 0.3
@@ -201,22 +207,55 @@ def test_guided_sample_pairs_and_outputs(tmp_path):
     img[0, 4:12, 4:12] = 0.8
     path = [PreparedImage(img, [BoundingBox("A", 4, 4, 11, 11)], "p")]
     pairs = build_reference_pairs(anat, path, num_samples=3, margin=0.0)
-    a = guided_sample_pairs(model, sched, pairs, anatomy_factor=2, pathology_factor=2, batch_size=2,
-                            num_inference_steps=10, seed=1)
-    b = guided_sample_pairs(model, sched, pairs, anatomy_factor=2, pathology_factor=2, batch_size=2,
-                            num_inference_steps=10, seed=1)
+    a = guided_sample_pairs(
+        model, sched, pairs, anatomy_factor=2, pathology_factor=2, batch_size=2, num_inference_steps=10, seed=1
+    )
+    b = guided_sample_pairs(
+        model, sched, pairs, anatomy_factor=2, pathology_factor=2, batch_size=2, num_inference_steps=10, seed=1
+    )
     assert a.shape == (3, 1, 16, 16) and torch.equal(a, b)
     # lesion brighter than the anatomy background in every sample
     assert (a[:, 0, 6:10, 6:10].mean(dim=(1, 2)) > a[:, 0, :, :3].mean(dim=(1, 2)) + 0.5).all()
-    jsons = run_guided_sampling(model, sched, anat, path, tmp_path, num_samples=2, num_inference_steps=5)
+    plain = run_guided_sampling(model, sched, anat, path, tmp_path / "plain", num_samples=2, num_inference_steps=5)
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == sorted(
+        f"sample_000{i}{s}" for i in range(2) for s in (".png", ".json", "_mask.png")
+    )  # by default no real pixels: samples, masks and sidecars only
+    assert not (tmp_path / "plain_REAL_references").exists() and len(plain) == 2
+    with pytest.raises(FileNotFoundError, match="write_references"):
+        save_montage(tmp_path / "plain", tmp_path / "m0.png")
+    out = tmp_path / "samples"
+    jsons = run_guided_sampling(
+        model, sched, anat, path, out, num_samples=2, num_inference_steps=5, write_references=True
+    )
     rec = json.loads(jsons[1].read_text())
     assert rec["boxes"] == [{"label": "A", "xmin": 4, "ymin": 4, "xmax": 11, "ymax": 11}]
-    assert rec["pathology_reference"] == "p" and (tmp_path / "anatomy_0001.png").is_file()
-    montage = np.asarray(Image.open(save_montage(tmp_path, tmp_path / "m.png", num_rows=2, scale=3)))
+    assert rec["pathology_reference"] == reference_id("p") and rec["pathology_reference"].startswith("ref-")
+    assert rec["patient_derived"] is True and not list(out.glob("anatomy_*"))
+    refs = tmp_path / "samples_REAL_references"
+    assert (refs / "anatomy_0001.png").is_file()
+    ids = (refs / "reference_ids.csv").read_text().splitlines()
+    assert (
+        ids[0] == "id,file"
+        and f"{reference_id('p')},p" in ids
+        and (refs / "reference_ids.csv").stat().st_mode & 0o077 == 0
+    )
+    with pytest.raises(ValueError, match="reference_dir"):
+        run_guided_sampling(
+            model,
+            sched,
+            anat,
+            path,
+            out,
+            num_samples=1,
+            num_inference_steps=2,
+            write_references=True,
+            reference_dir=out,
+        )
+    montage = np.asarray(Image.open(save_montage(out, refs.parent / "m.png", num_rows=2, scale=3)))
     assert montage.shape == (2 * 48 + 2, 5 * 48 + 4 * 2, 3)
     # last tile: red box outline at rows/cols 4*3 .. 12*3-1 of the first sample
     assert tuple(montage[12, 4 * 50 + 12]) == (255, 0, 0) and tuple(montage[35, 4 * 50 + 35]) == (255, 0, 0)
-    w = np.asarray(Image.open(tmp_path / "weight_0000.png"))
+    w = np.asarray(Image.open(refs / "weight_0000.png"))
     assert w[0, 0] == 0 and w[7, 7] > 200  # W: 0 outside the lesion box, near 1 at its centre
 
 
@@ -225,8 +264,13 @@ def test_write_annotated_samples(tmp_path):
     boxes = [BoundingBox("A", 1, 2, 3, 4), BoundingBox("B", 0, 0, 7, 7)]
     paths = write_annotated_samples(images, boxes, tmp_path, extra=[{"k": 1}, {"k": 2}])
     rec = json.loads(paths[0].read_text())
-    assert rec == {"image": "sample_0000.png", "mask": "sample_0000_mask.png", "size": [8, 8],
-                   "boxes": [{"label": "A", "xmin": 1, "ymin": 2, "xmax": 3, "ymax": 4}], "k": 1}
+    assert rec == {
+        "image": "sample_0000.png",
+        "mask": "sample_0000_mask.png",
+        "size": [8, 8],
+        "boxes": [{"label": "A", "xmin": 1, "ymin": 2, "xmax": 3, "ymax": 4}],
+        "k": 1,
+    }
     assert np.asarray(Image.open(tmp_path / "sample_0000.png")).max() == 0
     assert np.asarray(Image.open(tmp_path / "sample_0001.png")).min() == 255
     mask = np.asarray(Image.open(tmp_path / "sample_0000_mask.png"))

@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_synth.engines import privacy_filter
 from monai_synth.metrics import (
     FeatureExtractor,
     memorization_audit,
@@ -101,27 +100,13 @@ def test_audit_feature_space_flags_copies():
     assert summary["pixel_n_flagged"] == 4 and "feature_frac_below_test_p1" in summary
 
 
-def test_privacy_filter_drops_the_planted_copies():
-    """The one near-copy filter (monai_synth.engines.privacy_filter) on the audit's planted copies."""
-    syn, planted = _synthetic_with_copies()
-    res = privacy_filter(syn, TRAIN, threshold=0.03)
-    assert res.dropped_indices == sorted(planted)
-    assert res.kept_indices == sorted(set(range(len(syn))) - set(planted))
-    for s, t, d in zip(res.dropped_indices, res.nearest_train_indices, res.distances):
-        assert planted[s] == t and d < 0.03
-        assert d == pytest.approx(float(((syn[s] - TRAIN[t]) ** 2).mean().sqrt()), abs=1e-6)  # pixel RMS, by hand
-    assert res.n_input == len(syn) and res.threshold == 0.03
-
-
 @pytest.mark.parametrize(
     "call,match",
     [
         (lambda: memorization_audit(INDEPENDENT, TRAIN), "threshold"),
         (lambda: memorization_audit(INDEPENDENT, TRAIN[:, :, :8, :8], threshold=0.1), "differ"),
-        (lambda: privacy_filter(INDEPENDENT, TRAIN, threshold=-1.0), "threshold"),
-        (lambda: privacy_filter(INDEPENDENT, TRAIN[:, :, :8], threshold=0.1), "differ"),
     ],
-    ids=["no_threshold_no_test", "audit_shape", "negative_threshold", "filter_shape"],
+    ids=["no_threshold_no_test", "audit_shape"],
 )
 def test_memorization_errors(call, match):
     with pytest.raises(ValueError, match=match):

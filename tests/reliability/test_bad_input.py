@@ -238,11 +238,10 @@ def image_wrong_rank_edge_weight(env: Env) -> Case:
 
 
 def image_zero_size_privacy_filter(env: Env) -> Case:
-    from monai_synth.engines.privacy import privacy_filter
+    from monai_synth.engines.privacy import build_near_copy_filter
 
-    syn = np.zeros((2, 1, 8, 8), np.float32)
     train = np.zeros((0, 1, 8, 8), np.float32)
-    return Case(lambda: privacy_filter(syn, train, 0.1), ValueError, ("empty",))
+    return Case(lambda: build_near_copy_filter(train, threshold=0.9), ValueError, ("empty",))
 
 
 def image_wrong_rank_metrics(env: Env) -> Case:
@@ -254,10 +253,10 @@ def image_wrong_rank_metrics(env: Env) -> Case:
 
 
 def image_wrong_intensity_range(env: Env) -> Case:
-    from monai_synth.engines.privacy import privacy_filter
+    from monai_synth.engines.privacy import build_near_copy_filter
 
     syn = -np.ones((2, 1, 8, 8), np.float32)  # model range [-1, 1] passed where [0, 1] is expected
-    return Case(lambda: privacy_filter(syn, np.zeros((2, 1, 8, 8), np.float32), 0.1), ValueError, ("[0, 1]",))
+    return Case(lambda: build_near_copy_filter(syn, threshold=0.9), ValueError, ("[0, 1]",))
 
 
 def network_wrong_channel_count(env: Env) -> Case:
@@ -446,9 +445,10 @@ def split_ratios_invalid(env: Env) -> Case:
 
 
 def privacy_threshold_nan(env: Env) -> Case:
-    from monai_synth.engines.privacy import PrivacyFilter
+    from monai_synth.engines.privacy import build_near_copy_filter
 
-    return Case(lambda: PrivacyFilter(np.zeros((2, 1, 8, 8), np.float32), math.nan), ValueError, ("threshold", "nan"))
+    images = np.zeros((2, 1, 8, 8), np.float32)
+    return Case(lambda: build_near_copy_filter(images, threshold=math.nan), ValueError, ("threshold", "nan"))
 
 
 def _generate(env: Env, **kw):

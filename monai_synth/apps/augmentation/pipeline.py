@@ -40,6 +40,7 @@ from monai_synth.apps.augmentation.synthesis import synthesize
 from monai_synth.apps.augmentation.tags import ROLE_TAG
 from monai_synth.data.splits import load_labelled_splits
 from monai_synth.engines.classification import ClassifierRunConfig, data_fingerprint
+from monai_synth.engines.privacy import PRIVACY_REPORT, NearCopyFilter, near_copy_filter_for_splits
 from monai_synth.engines.recipe import DiffusionRecipe
 from monai_synth.handlers import mlflow_extras as mx
 from monai_synth.handlers.sample_grid import SampleGridHandler
@@ -76,6 +77,8 @@ def run_pipeline(
     labels_csv: str | os.PathLike | None = None,
     grid_rows: Sequence[int] | None = None,
     demo_split: Sequence[float] = (0.7, 0.15, 0.15),
+    privacy_filter: bool = True,
+    privacy_quantile: float = 0.99,
 ) -> dict[str, Any]:
     """Run the whole story: data -> generator -> synthetic set -> classifier study (MLflow) -> comparison.
 
@@ -102,6 +105,10 @@ def run_pipeline(
         reuse_generator: load a generator that finished training in ``output_dir/generator`` instead of training
             again (an unfinished one resumes from its latest checkpoint either way).
         labels_csv: label CSV for ``source="dicom"``.
+        privacy_filter: check every synthetic candidate against the training images before it is written and drop
+            near-copies (:func:`~monai_synth.engines.build_near_copy_filter`, threshold calibrated on the validation
+            split at ``privacy_quantile``); ``False`` writes the set unchecked (its ``privacy_report.json`` says so).
+        privacy_quantile: calibration quantile of the filter (docs/privacy.md).
 
     Returns:
         the summary dict also written to ``output_dir/summary.json``.
@@ -119,9 +126,11 @@ def run_pipeline(
     tracking = (mx.resolve_tracking_uri(tracking_uri, output_dir / "study"), experiment)
     gen = _generator(splits["train"], recipe, output_dir / "generator", reuse_generator, device, progress, tracking)
     logger.info("generator: %d epochs in %.1f s (%.1f img/s)", gen.epochs, gen.wall_s, gen.img_per_s)
+    copies = _near_copy_filter(splits, source, path, privacy_quantile, privacy_filter)
     synthetic, sample_s = synthesize(
-        gen, n_synthetic_per_class, output_dir / "synthetic", recipe, device=device, progress=progress
-    )
+        gen, n_synthetic_per_class, output_dir / "synthetic", recipe, device=device, progress=progress,
+        near_copy_filter=copies,
+    )  # fmt: skip
     base = {"epochs": classifier_epochs, **dict(classifier or {})}
     base.setdefault("synthetic_datalist", str(output_dir / "synthetic" / "datalist.json"))
     base.setdefault("synthetic_checkpoint", gen.checkpoint_dir)
@@ -142,6 +151,7 @@ def run_pipeline(
         "recipe": dataclasses.asdict(recipe),
         "generator": _generator_summary(gen, splits["test"]),
         "synthetic": {"n": len(synthetic), "sample_minutes": sample_s / 60.0, "dir": str(output_dir / "synthetic")},
+        "privacy": _privacy_summary(output_dir / "synthetic" / PRIVACY_REPORT),
         "runs": [
             {"name": r.config.name, "tags": dict(r.config.tags), "run_id": r.run_id, **r.test_metrics} for r in results
         ],
@@ -152,6 +162,32 @@ def run_pipeline(
     with atomic_path(output_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=float))
     return summary
+
+
+def _near_copy_filter(
+    splits: Mapping[str, Sequence[Mapping[str, Any]]],
+    source: str,
+    path: str | os.PathLike | None,
+    quantile: float,
+    enabled: bool,
+) -> NearCopyFilter | None:
+    """The filter of the main job (:func:`near_copy_filter_for_splits`), recorded as patient-disjoint where the
+    split was made by patient (demo and DICOM studies; folders with a ``labels.csv``)."""
+    by_patient = str(source) in ("demo", "dicom") or (
+        str(source) == "folder" and path is not None and (Path(path) / "labels.csv").is_file()
+    )
+    return near_copy_filter_for_splits(splits, quantile, enabled, patient_disjoint=True if by_patient else None)
+
+
+def _privacy_summary(report_path: Path) -> dict[str, Any]:
+    """The summary's view of ``privacy_report.json``: checked or not, threshold, candidates and near-copies dropped."""
+    report = json.loads(report_path.read_text())
+    flagged = report.get("flagged")
+    return {
+        "report": str(report_path), "checked": report["checked"], "method": report["method"],
+        "threshold": report["threshold"], "n_candidates": report["n_synthetic"],
+        "n_dropped": None if flagged is None else len(flagged),
+    }  # fmt: skip
 
 
 def _grid(grid: str | Sequence[Any], rows: Sequence[int] | None, base: Mapping[str, Any]) -> Any:

@@ -8,14 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from monai_synth.apps.augmentation.generator import GeneratorResult
 from monai_synth.data.datalists import load_datalist_json
 from monai_synth.data.splits import items_from_arrays
 from monai_synth.engines.generate import generate_dataset
-from monai_synth.engines.privacy import filter_generated_dataset
+from monai_synth.engines.privacy import NearCopyFilter
 from monai_synth.engines.recipe import DiffusionRecipe
 from monai_synth.evaluate import stack_items
 from monai_synth.utils.io import atomic_path, ensure_writable_dir
@@ -32,15 +31,14 @@ def synthesize(
     seed: int = 1234,
     device: str | torch.device = "cpu",
     progress: bool = False,
-    privacy_train: np.ndarray | torch.Tensor | None = None,
-    privacy_threshold: float | None = None,
+    near_copy_filter: NearCopyFilter | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """Sample ``n_per_class`` images per class with CFG + DDIM through :func:`generate_dataset` (PNG per class +
     ``datalist.json``, atomic and resumable) and read them back.
 
-    With ``privacy_threshold`` (and ``privacy_train``, the ``(N, 1, H, W)`` training images in ``[0, 1]``), images
-    closer than the threshold to a training image are removed and reported in ``out_dir/privacy_filter.csv``
-    (:func:`monai_synth.engines.privacy.filter_generated_dataset`, see docs/reliability.md) before reading back.
+    With ``near_copy_filter`` (:func:`monai_synth.engines.build_near_copy_filter`) every candidate is checked against
+    the training images before it is written; near-copies are never written and are listed in
+    ``out_dir/privacy_report.json`` (docs/privacy.md). Without it the set is unchecked and the report says so.
 
     ``batch_size`` images share one forward pass (the default was the fastest measured on a 2-core CPU;
     docs/performance.md).
@@ -71,6 +69,7 @@ def synthesize(
         progress=progress,
         autoencoder=generator.autoencoder,
         scale_factor=generator.scale_factor,
+        near_copy_filter=near_copy_filter,
     )
     wall = time.perf_counter() - t0
     timing = Path(result.out_dir) / "sampling_time.json"  # sampling seconds of this set, summed over resumed calls
@@ -80,9 +79,5 @@ def synthesize(
         with atomic_path(timing) as tmp:
             tmp.write_text(json.dumps(previous))
     wall = previous["wall_s"] if previous["written"] else wall
-    if privacy_threshold is not None:
-        if privacy_train is None:
-            raise ValueError("`privacy_train` (the training images) is required with `privacy_threshold`.")
-        filter_generated_dataset(result.out_dir, privacy_train, privacy_threshold)
     entries = load_datalist_json(Path(result.out_dir) / "datalist.json", "training")  # absolute paths
     return items_from_arrays(stack_items(entries), [int(it["label"]) for it in entries]), wall

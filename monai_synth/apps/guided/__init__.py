@@ -18,4 +18,11 @@ from .data import (
     without_boxes,
 )
 from .patches import ReferencePairs, build_reference_pairs, cut_patch, mammo_patch_transform, prepare_mammo_patch
-from .sampling import GuidedSampler, guided_sample_pairs, run_guided_sampling, save_montage, write_annotated_samples
+from .sampling import (
+    GuidedSampler,
+    guided_sample_pairs,
+    reference_id,
+    run_guided_sampling,
+    save_montage,
+    write_annotated_samples,
+)

@@ -8,6 +8,7 @@ Each sample is written as PNG with a box mask and a JSON annotation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from monai_synth.data.ranges import to_unit_range
 from monai_synth.data.writers import to_uint8, write_png_uint8
 from monai_synth.inferers.guidance import anatomy_pathology_guidance
 from monai_synth.inferers.sampling import sample
-from monai_synth.utils.io import atomic_path
+from monai_synth.utils.io import PRIVATE_MODE, atomic_path
 
 __all__ = ["GuidedSampler", "guided_sample_pairs", "run_guided_sampling", "save_montage", "write_annotated_samples"]
 
@@ -151,13 +152,18 @@ def run_guided_sampling(
     batch_size: int = 16,
     num_inference_steps: int | None = None,
     seed: int = 0,
-    write_references: bool = True,
+    write_references: bool = False,
     edge_blend: bool = True,
+    reference_dir: PathLike | None = None,
 ) -> list[Path]:
     """Build reference pairs, sample them with guidance and write annotated outputs (one call for a bundle).
 
-    Writes ``sample_<i>.png/.json/_mask.png``; with ``write_references`` also ``anatomy_<i>.png``,
-    ``pathology_<i>.png`` (the conditions ``y_1`` and ``y_2``) and ``weight_<i>.png`` (``W``, 0-255).
+    Writes ``sample_<i>.png/.json/_mask.png`` into ``out_dir``. Guided samples are patient-derived by design (each
+    keeps the low frequencies of a real reference), but ``out_dir`` holds no real pixels and no file names: the
+    sidecars name their references by opaque ids (:func:`reference_id`). Only with ``write_references`` are the
+    real conditions written, to the separately named ``reference_dir`` (default: ``<out_dir>_REAL_references``
+    beside ``out_dir``): ``anatomy_<i>.png``, ``pathology_<i>.png`` (``y_1``, ``y_2``), ``weight_<i>.png`` (``W``,
+    0-255) and ``reference_ids.csv`` (opaque id -> file name, for the site only).
 
     Returns:
         the JSON paths of the samples.
@@ -188,29 +194,54 @@ def run_guided_sampling(
     out = Path(out_dir)
     extra = [
         {
-            "anatomy_reference": Path(a).name,  # file name only: folder names often hold patient ids
-            "pathology_reference": Path(p).name,
+            "anatomy_reference": reference_id(a),  # opaque: file and folder names often hold patient ids or UIDs
+            "pathology_reference": reference_id(p),
             "anatomy_factor": anatomy_factor,
             "pathology_factor": pathology_factor,
+            "patient_derived": True,
         }
         for a, p in zip(pairs.anatomy_sources, pairs.pathology_sources)
     ]
     if write_references:
-        out.mkdir(parents=True, exist_ok=True)
+        refs = Path(reference_dir) if reference_dir is not None else out.parent / f"{out.name}_REAL_references"
+        if refs.resolve() == out.resolve():
+            raise ValueError("`reference_dir` must differ from `out_dir`: real reference images never go with samples.")
+        refs.mkdir(parents=True, exist_ok=True)
         for i in range(num_samples):
-            write_png_uint8(_to_uint8(pairs.anatomy[i]), out / f"anatomy_{i:04d}.png")
-            write_png_uint8(_to_uint8(pairs.pathology[i]), out / f"pathology_{i:04d}.png")
-            write_png_uint8(to_uint8(pairs.weight[i][0].numpy()), out / f"weight_{i:04d}.png")
+            write_png_uint8(_to_uint8(pairs.anatomy[i]), refs / f"anatomy_{i:04d}.png")
+            write_png_uint8(_to_uint8(pairs.pathology[i]), refs / f"pathology_{i:04d}.png")
+            write_png_uint8(to_uint8(pairs.weight[i][0].numpy()), refs / f"weight_{i:04d}.png")
+        sources = sorted(set(pairs.anatomy_sources) | set(pairs.pathology_sources), key=str)
+        with atomic_path(refs / "reference_ids.csv", PRIVATE_MODE) as tmp:
+            tmp.write_text("id,file\n" + "".join(f"{reference_id(s)},{Path(s).name}\n" for s in sources))
     return write_annotated_samples(x0, pairs.boxes, out, "sample", extra)
 
 
-def save_montage(sample_dir: PathLike, out_png: PathLike, num_rows: int = 4, scale: int = 3) -> Path:
+def reference_id(source: PathLike | str) -> str:
+    """Opaque id of a reference image in sidecars: ``ref-`` + 12 hex of SHA-256 of its resolved path.
+
+    Stable for a file, so samples from one reference can be grouped; not reversible without the site's files (the
+    mapping is in ``reference_ids.csv`` only when references are written, :func:`run_guided_sampling`).
+    """
+    text = str(Path(str(source)).resolve()) if str(source) else ""
+    return "ref-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def save_montage(
+    sample_dir: PathLike,
+    out_png: PathLike,
+    num_rows: int = 4,
+    scale: int = 3,
+    reference_dir: PathLike | None = None,
+) -> Path:
     """One PNG for docs: per sample a row ``anatomy | pathology | W | sample | sample with its box (red)``.
 
-    Reads what :func:`run_guided_sampling` wrote (with ``write_references=True``); pixels are repeated ``scale``
-    times (nearest) so small images stay visible.
+    Reads what :func:`run_guided_sampling` wrote with ``write_references=True`` (references from ``reference_dir``,
+    default ``<sample_dir>_REAL_references``); pixels are repeated ``scale`` times (nearest) so small images stay
+    visible. The montage shows real images: keep it inside the site.
     """
     d = Path(sample_dir)
+    refs = Path(reference_dir) if reference_dir is not None else d.parent / f"{d.name}_REAL_references"
     jsons = sorted(d.glob("sample_*.json"))[:num_rows]
     if not jsons:
         raise ValueError(f"no sample_*.json in {str(d)!r}: run the sampling config first.")
@@ -218,8 +249,11 @@ def save_montage(sample_dir: PathLike, out_png: PathLike, num_rows: int = 4, sca
     for j in jsons:
         rec = json.loads(j.read_text())
         i = j.stem.split("_")[1]
-        names = (f"anatomy_{i}.png", f"pathology_{i}.png", f"weight_{i}.png", rec["image"])
-        tiles = [load_image_2d(d / n, rescale=False)[0].numpy().astype(np.uint8) for n in names]
+        files = (refs / f"anatomy_{i}.png", refs / f"pathology_{i}.png", refs / f"weight_{i}.png", d / rec["image"])
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]!r} is missing: sample with write_references=True for a montage.")
+        tiles = [load_image_2d(f, rescale=False)[0].numpy().astype(np.uint8) for f in files]
         rgb = [np.repeat(np.kron(t, np.ones((scale, scale), np.uint8))[..., None], 3, axis=-1) for t in tiles]
         boxed = rgb[-1].copy()
         for b in rec["boxes"]:
