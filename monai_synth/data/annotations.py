@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import defusedxml.ElementTree as defused_et
 import numpy as np
+from defusedxml import DefusedXmlException
 from monai.config import PathLike
 
 __all__ = [
@@ -112,10 +114,15 @@ def read_voc_xml(path: PathLike) -> VOCAnnotation:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"PASCAL-VOC file {str(p)!r} does not exist.")
-    try:
-        root = ET.parse(p).getroot()
+    try:  # defusedxml: no entity expansion ("billion laughs"), no external entities or DTD fetches
+        root = defused_et.parse(p).getroot()
     except ET.ParseError as e:
         raise ValueError(f"PASCAL-VOC file {str(p)!r} is not valid XML: {e}.") from e
+    except DefusedXmlException as e:
+        raise ValueError(
+            f"PASCAL-VOC file {str(p)!r} uses XML entities or a DTD ({type(e).__name__}), which annotation files "
+            "never need; refusing to expand them."
+        ) from e
     if root.tag.lower() != "annotation":
         raise ValueError(f"PASCAL-VOC file {str(p)!r}: root element must be <annotation>, got <{root.tag}>.")
     size = _child(root, "size")

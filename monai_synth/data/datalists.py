@@ -23,6 +23,7 @@ from monai.utils import optional_import
 from monai_synth.utils.io import atomic_path
 
 __all__ = [
+    "read_label_csv",
     "SPLIT_KEYS",
     "MEDMNIST_SPLITS",
     "LabelledDatalist",
@@ -202,6 +203,33 @@ def image_folder_datalist(
     return LabelledDatalist(items, class_to_index)
 
 
+def read_label_csv(path: PathLike) -> tuple[list[str], list[dict[str, str]]]:
+    """The one label-CSV reader: ``(columns, rows)`` of a UTF-8 CSV, a byte-order mark tolerated.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not UTF-8 (naming the file and the line, and what to do), or has no header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label CSV {str(path)!r} does not exist.")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(
+            f"label CSV {str(path)!r} is not UTF-8 (byte {e.start}, line {line}): save it as UTF-8 (for example "
+            "'CSV UTF-8' in a spreadsheet program)."
+        ) from e
+    reader = csv.DictReader(text.splitlines())
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    if not columns:
+        raise ValueError(f"label CSV {str(path)!r} is empty: it needs a header line (e.g. id,label).")
+    reader.fieldnames = columns
+    return columns, [dict(r) for r in reader]
+
+
 def dicom_folder_datalist(
     root: PathLike, labels_csv: PathLike, id_column: str = "id", label_column: str = "label"
 ) -> LabelledDatalist:
@@ -227,8 +255,7 @@ def dicom_folder_datalist(
     root, labels_csv = Path(root), Path(labels_csv)
     if not root.is_dir():
         raise FileNotFoundError(f"DICOM root folder {str(root)!r} does not exist.")
-    if not labels_csv.is_file():
-        raise FileNotFoundError(f"label CSV {str(labels_csv)!r} does not exist.")
+    columns, rows = read_label_csv(labels_csv)
     samples: dict[str, Path] = {}
     for p in sorted(root.iterdir()):
         if p.name.startswith("."):
@@ -237,18 +264,17 @@ def dicom_folder_datalist(
             samples[p.name] = p
         elif p.is_file() and p.suffix.lower() == ".dcm":
             samples[p.stem] = p
-    with open(labels_csv, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        missing_cols = [c for c in (id_column, label_column) if c not in columns]
-        if missing_cols:
-            raise ValueError(f"label CSV {str(labels_csv)!r} lacks columns {missing_cols}; it has {columns}.")
-        labels: dict[str, str] = {}
-        for row in reader:
-            sid, lab = str(row[id_column]).strip(), str(row[label_column]).strip()
-            if sid in labels:
-                raise ValueError(f"label CSV {str(labels_csv)!r} lists id {sid!r} twice.")
-            labels[sid] = lab
+    missing_cols = [c for c in (id_column, label_column) if c not in columns]
+    if missing_cols:
+        raise ValueError(f"label CSV {str(labels_csv)!r} lacks columns {missing_cols}; it has {columns}.")
+    labels: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        if row.get(id_column) is None or row.get(label_column) is None:
+            raise ValueError(f"label CSV {str(labels_csv)!r} line {line} has fewer fields than the header.")
+        sid, lab = str(row[id_column]).strip(), str(row[label_column]).strip()
+        if sid in labels:
+            raise ValueError(f"label CSV {str(labels_csv)!r} lists id {sid!r} twice (line {line}).")
+        labels[sid] = lab
     unknown = sorted(set(labels) - set(samples))
     if unknown:
         raise ValueError(

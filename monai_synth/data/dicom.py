@@ -13,6 +13,8 @@ series order                   ``InstanceNumber``                      position 
 mixed series / slice sizes     warning, then a confusing stack error   :class:`DicomReadError` naming the files
 empty folder                   ``IndexError``                          :class:`DicomReadError` naming the folder
 non-DICOM ``.dcm``, truncated  raw pydicom exception or a warning      :class:`DicomReadError` naming the file
+inconsistent pixel header,     decoded as far as possible              :class:`DicomReadError` naming the file
+RescaleSlope 0, > cap pixels                                           (``MAX_DECODED_PIXELS`` caps the size)
 missing PixelData              ``ValueError`` ("no pixel_array")       :class:`DicomReadError` naming the file
 MONOCHROME1                    not handled (bright = air)              inverted to MONOCHROME2 convention
 missing decoder                pydicom ``RuntimeError``                :class:`DicomReadError` naming the package
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,12 +112,49 @@ def _missing_decoder_hint(ds) -> str | None:
     return f"no pixel decoder is installed for transfer syntax {uid.name} ({uid}); run `pip install {pkg}`"
 
 
+MAX_DECODED_PIXELS = 2**28
+"""Largest Rows x Columns x NumberOfFrames x SamplesPerPixel decoded from one file (268 M values, about 1 GB at 32
+bit): a few header bytes can announce a "decompression bomb". Raise it (``monai_synth.data.dicom.MAX_DECODED_PIXELS =
+...``) for larger legitimate files."""
+
+
+def _check_pixel_header(ds, filename: PathLike) -> None:
+    """Refuse headers whose pixel description is inconsistent or too large, before any pixel is decoded."""
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as e:
+        raise _dicom_error(filename, "has a non-integer Rows/Columns/NumberOfFrames/SamplesPerPixel", e) from e
+    n = rows * cols * frames * samples
+    if n > MAX_DECODED_PIXELS:
+        raise _dicom_error(
+            filename,
+            f"announces {rows} x {cols} x {frames} frames x {samples} samples = {n:,} values, above the cap of "
+            f"{MAX_DECODED_PIXELS:,} (monai_synth.data.dicom.MAX_DECODED_PIXELS); raise it if the file is genuine.",
+        )
+    if "PixelData" not in ds:  # float pixel data has no BitsStored / PixelRepresentation
+        return
+    allocated, stored = ds.get("BitsAllocated"), ds.get("BitsStored")
+    representation = ds.get("PixelRepresentation")
+    if representation is not None and int(representation) not in (0, 1):
+        raise _dicom_error(filename, f"has PixelRepresentation {representation} (must be 0 = unsigned or 1 = signed)")
+    if allocated is not None and stored is not None and not 1 <= int(stored) <= int(allocated):
+        raise _dicom_error(
+            filename, f"has BitsStored {stored} with BitsAllocated {allocated} (need 1 <= BitsStored <= BitsAllocated)"
+        )
+    high = ds.get("HighBit")
+    if high is not None and stored is not None and int(high) != int(stored) - 1:
+        raise _dicom_error(filename, f"has HighBit {high} with BitsStored {stored} (HighBit must be BitsStored - 1)")
+
+
 def _decode_pixels(ds, filename: PathLike) -> np.ndarray:
     """Decode the pixel data of ``ds`` into a numpy array, with clear errors."""
     if not any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise _dicom_error(
             filename, "has no PixelData (7FE0,0010) element, so it holds no image (the file may be truncated)."
         )
+    _check_pixel_header(ds, filename)
     hint = _missing_decoder_hint(ds)
     if hint is not None:
         raise _dicom_error(filename, hint + ".")
@@ -141,7 +181,19 @@ def _invert_monochrome1(arr: np.ndarray, ds) -> np.ndarray:
 
 
 def _rescale(ds) -> tuple[float, float]:
-    return float(getattr(ds, "RescaleSlope", 1.0) or 1.0), float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    """``(RescaleSlope, RescaleIntercept)``; absent tags give 1 / 0, a slope of 0 or a non-finite value is refused
+    (it would map every pixel to one value, or to NaN)."""
+    slope = getattr(ds, "RescaleSlope", None)
+    intercept = getattr(ds, "RescaleIntercept", None)
+    slope = 1.0 if slope is None or str(slope).strip() == "" else float(slope)
+    intercept = 0.0 if intercept is None or str(intercept).strip() == "" else float(intercept)
+    if slope == 0 or not math.isfinite(slope) or not math.isfinite(intercept):
+        raise _dicom_error(
+            getattr(ds, "filename", None) or "<dataset>",
+            f"has RescaleSlope {slope} / RescaleIntercept {intercept}: a slope of 0 or a non-finite value makes the "
+            "values meaningless; fix the header (CT: usually slope 1, intercept -1024)",
+        )
+    return slope, intercept
 
 
 def _torch_friendly(arr: np.ndarray) -> np.ndarray:

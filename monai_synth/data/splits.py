@@ -13,7 +13,6 @@ split one by one (each image is taken to be its own patient) and a warning says 
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections import defaultdict
@@ -117,11 +116,12 @@ def _warn_shared_patients(lists: Mapping[str, Sequence[Mapping[str, Any]]], wher
 
 def _csv_patients(labels_csv: Path, key_column: str) -> dict[str, str]:
     """``{key: patient}`` from a UTF-8 label CSV that has a ``patient`` column (empty when it has none)."""
-    with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if "patient" not in (reader.fieldnames or []) or key_column not in (reader.fieldnames or []):
-            return {}
-        return {str(r[key_column]).strip(): str(r["patient"]).strip() for r in reader}
+    from monai_synth.data.datalists import read_label_csv
+
+    columns, rows = read_label_csv(labels_csv)
+    if "patient" not in columns or key_column not in columns:
+        return {}
+    return {str(r[key_column]).strip(): str(r["patient"] or "").strip() for r in rows}
 
 
 def _split_three(items: list[dict], seed: int, where: str) -> dict[str, list[dict]]:
@@ -210,8 +210,10 @@ def load_labelled_splits(
         from monai_synth.data.datalists import medmnist_datalist
 
         out = {}
+        raw = {split: medmnist_datalist(path, split) for split in SPLITS}
+        _check_label_set(raw, str(path))
         for split in SPLITS:
-            items = medmnist_datalist(path, split)
+            items = raw[split]
             x = torch.stack([torch.as_tensor(it["image"]) for it in items]).mean(1, keepdim=True)
             out[split] = items_from_arrays(resize_images(x, image_size), [it["label"] for it in items])
         return out
@@ -247,7 +249,30 @@ def load_labelled_splits(
             for split, key in (("train", "training"), ("val", "validation"), ("test", "test"))
         }
         _warn_shared_patients(lists, str(path))
+    _check_label_set(lists, str(path) if path is not None else "the demo data")
     return {split: _load_items(items, image_size, window) for split, items in lists.items()}
+
+
+def _check_label_set(lists: Mapping[str, Sequence[Mapping[str, Any]]], where: str) -> None:
+    """Labels must be the integers 0..K-1, each with training images, and val/test may use only those classes.
+
+    A gap (labels {0, 2}) would make an empty class 1 that the generator still samples and the classifier still
+    predicts; renumbering silently would misname the classes, so the user is asked to do it.
+    """
+    train = sorted({int(it["label"]) for it in lists.get("train", [])})
+    if not train:
+        return
+    expected = list(range(train[-1] + 1))
+    if train != expected or train[0] != 0:
+        missing = sorted(set(expected) - set(train))
+        raise ValueError(
+            f"{where}: the training labels are {train}, not 0..{train[-1]}: class(es) {missing} have no training "
+            "images. Renumber the labels to 0..K-1 (one per class present), or add images of those classes."
+        )
+    for split in ("val", "test"):
+        extra = sorted({int(it["label"]) for it in lists.get(split, [])} - set(train))
+        if extra:
+            raise ValueError(f"{where}: the {split} split has labels {extra} that no training image has.")
 
 
 def _load_items(items: Sequence[Mapping[str, Any]], image_size: int, window: str | None) -> list[dict[str, Any]]:

@@ -201,3 +201,18 @@ def test_json_roundtrip_with_monai(tmp_path):
     for key in ("training", "validation", "test"):
         assert load_decathlon_datalist(str(path), data_list_key=key) == load_datalist_json(path, key)
         assert [i["image"] for i in load_datalist_json(path, key)] == [i["image"] for i in splits[key]]
+
+
+def test_label_csv_with_a_byte_order_mark_and_spaced_header(tmp_path):
+    """Spreadsheet exports ('CSV UTF-8') start with a BOM; the header used to read as '\\ufeffid'."""
+    from monai_synth.data import dicom_folder_datalist
+    from monai_synth.data.datalists import read_label_csv
+
+    for sid in ("a", "b"):
+        (tmp_path / "root" / sid).mkdir(parents=True)
+    p = tmp_path / "labels.csv"
+    p.write_bytes("\ufeffid , label\na,normal\nb,pneumonia\n".encode())
+    columns, rows = read_label_csv(p)
+    assert columns == ["id", "label"] and rows[0]["id"] == "a"
+    dl = dicom_folder_datalist(tmp_path / "root", p)
+    assert [it["label"] for it in dl.items] == [0, 1]

@@ -616,6 +616,217 @@ def checkpoint_missing_optimizer(env: Env) -> Case:
     return Case(lambda: load_checkpoint(p, network=net, optimizer=opt), ValueError, ("c.pt", "optimizer"))
 
 
+# ------------------------------------------------------------------------------------------------ issue 13 cases
+def _ct_with(env: Env, name: str, **tags) -> Path:
+    """The CT slice with header fields replaced (a malformed file)."""
+    p = env.ct_copy(name=name)
+    ds = pydicom.dcmread(p)
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    ds.save_as(p)
+    return p
+
+
+def dicom_rescale_slope_zero(env: Env) -> Case:
+    p = _ct_with(env, "slope0.dcm", RescaleSlope=0)
+    return Case(lambda: load_dicom(p, rescale=True), DicomReadError, ("slope0.dcm", "RescaleSlope", "0"))
+
+
+def dicom_rescale_slope_nan(env: Env) -> Case:
+    p = _ct_with(env, "slope_nan.dcm", RescaleSlope="NaN")
+    return Case(lambda: load_dicom(p, rescale=True), DicomReadError, ("slope_nan.dcm", "non-finite"))
+
+
+def dicom_rescale_intercept_inf(env: Env) -> Case:
+    p = _ct_with(env, "icpt_inf.dcm", RescaleIntercept="inf")
+    return Case(lambda: load_dicom(p, rescale=True), DicomReadError, ("icpt_inf.dcm", "RescaleIntercept"))
+
+
+def dicom_bits_stored_above_allocated(env: Env) -> Case:
+    p = _ct_with(env, "bits.dcm", BitsStored=20)
+    return Case(lambda: load_dicom(p), DicomReadError, ("bits.dcm", "BitsStored 20", "BitsAllocated"))
+
+
+def dicom_bits_stored_zero(env: Env) -> Case:
+    p = _ct_with(env, "bits0.dcm", BitsStored=0)
+    return Case(lambda: load_dicom(p), DicomReadError, ("bits0.dcm", "BitsStored 0"))
+
+
+def dicom_pixel_representation_invalid(env: Env) -> Case:
+    p = _ct_with(env, "pixrep.dcm", PixelRepresentation=2)
+    return Case(lambda: load_dicom(p), DicomReadError, ("pixrep.dcm", "PixelRepresentation 2"))
+
+
+def dicom_high_bit_mismatch(env: Env) -> Case:
+    ds = pydicom.dcmread(env.ct_copy(folder="probe"), stop_before_pixels=True)
+    p = _ct_with(env, "highbit.dcm", HighBit=int(ds.BitsStored) - 3)
+    return Case(lambda: load_dicom(p), DicomReadError, ("highbit.dcm", "HighBit"))
+
+
+def dicom_decompression_bomb(env: Env) -> Case:
+    """A header announcing 65535 x 65535 x 1000 frames: refused before any pixel is decoded."""
+    p = _ct_with(env, "bomb.dcm", Rows=65535, Columns=65535, NumberOfFrames=1000)
+    return Case(lambda: load_dicom(p), DicomReadError, ("bomb.dcm", "above the cap", "MAX_DECODED_PIXELS"))
+
+
+def dicom_bomb_through_load_image_2d(env: Env) -> Case:
+    from monai_synth.data import load_image_2d
+
+    p = _ct_with(env, "bomb2.dcm", Rows=60000, Columns=60000)
+    return Case(lambda: load_image_2d(p), DicomReadError, ("bomb2.dcm", "cap"))
+
+
+def _raw_csv(env: Env, data: bytes) -> tuple[Path, Path]:
+    root = env.tmp / "dicom_root"
+    for sid in ("a", "b"):
+        (root / sid).mkdir(parents=True, exist_ok=True)
+    p = env.tmp / "labels.csv"
+    p.write_bytes(data)
+    return root, p
+
+
+def label_csv_latin1(env: Env) -> Case:
+    from monai_synth.data import dicom_folder_datalist
+
+    root, p = _raw_csv(env, "id,label\na,0\nb,1\nJos\u00e9,1\n".encode("latin-1"))
+    return Case(lambda: dicom_folder_datalist(root, p), ValueError, ("labels.csv", "not UTF-8", "line 4"))
+
+
+def label_csv_utf16(env: Env) -> Case:
+    from monai_synth.data import dicom_folder_datalist
+
+    root, p = _raw_csv(env, "id,label\na,0\nb,1\n".encode("utf-16"))
+    return Case(lambda: dicom_folder_datalist(root, p), ValueError, ("labels.csv", "not UTF-8", "line 1"))
+
+
+def label_csv_empty_file(env: Env) -> Case:
+    from monai_synth.data import dicom_folder_datalist
+
+    root, p = _raw_csv(env, b"")
+    return Case(lambda: dicom_folder_datalist(root, p), ValueError, ("labels.csv", "empty", "header"))
+
+
+def label_csv_short_row(env: Env) -> Case:
+    from monai_synth.data import dicom_folder_datalist
+
+    root, p = _raw_csv(env, b"id,label\na,0\nb\n")
+    return Case(lambda: dicom_folder_datalist(root, p), ValueError, ("labels.csv", "line 3", "fewer fields"))
+
+
+def label_csv_binary_garbage(env: Env) -> Case:
+    from monai_synth.data import dicom_folder_datalist
+
+    root, p = _raw_csv(env, bytes(range(128, 256)) * 4)
+    return Case(lambda: dicom_folder_datalist(root, p), ValueError, ("labels.csv", "not UTF-8"))
+
+
+def _voc(env: Env, text: str) -> Path:
+    p = env.tmp / "in" / "ann.xml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def voc_billion_laughs(env: Env) -> Case:
+    from monai_synth.data.annotations import read_voc_xml
+
+    lol = "".join(f'<!ENTITY l{i} "{f"&l{i - 1};" * 10 if i else "lol"}">' for i in range(9))
+    p = _voc(env, f'<?xml version="1.0"?><!DOCTYPE annotation [{lol}]><annotation><name>&l8;</name></annotation>')
+    return Case(lambda: read_voc_xml(p), ValueError, ("ann.xml", "entities"))
+
+
+def voc_external_entity(env: Env) -> Case:
+    from monai_synth.data.annotations import read_voc_xml
+
+    secret = env.tmp / "in" / "secret.txt"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text("PATIENT SECRET")
+    p = _voc(env, f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file://{secret}">]><annotation>&x;'
+                  "</annotation>")  # fmt: skip
+    return Case(lambda: read_voc_xml(p), ValueError, ("ann.xml", "entities"))
+
+
+def voc_not_xml(env: Env) -> Case:
+    from monai_synth.data.annotations import read_voc_xml
+
+    p = _voc(env, "xmin,ymin\n1,2\n")
+    return Case(lambda: read_voc_xml(p), ValueError, ("ann.xml", "not valid XML"))
+
+
+def _datalist_with_labels(env: Env, train: list[int], val: list[int]) -> Path:
+    from monai_synth.data.writers import write_png
+
+    folder = env.tmp / "in"
+    folder.mkdir(parents=True, exist_ok=True)
+    entries: dict[str, list] = {"training": [], "validation": [], "test": []}
+    for key, labels in (("training", train), ("validation", val), ("test", [0])):
+        for k, lab in enumerate(labels):
+            f = write_png(np.full((1, 8, 8), 0.1 * (k + 1), np.float32), folder / f"{key}_{k}.png")
+            entries[key].append({"image": str(f), "label": lab})
+    p = folder / "datalist.json"
+    p.write_text(json.dumps(entries))
+    return p
+
+
+def datalist_label_gap(env: Env) -> Case:
+    from monai_synth.data import load_labelled_splits
+
+    p = _datalist_with_labels(env, [0, 2, 0, 2], [0])
+    return Case(lambda: load_labelled_splits("datalist", p, image_size=8), ValueError, ("[0, 2]", "[1]", "Renumber"))
+
+
+def datalist_labels_from_one(env: Env) -> Case:
+    from monai_synth.data import load_labelled_splits
+
+    p = _datalist_with_labels(env, [1, 2, 1, 2], [1])
+    return Case(lambda: load_labelled_splits("datalist", p, image_size=8), ValueError, ("[1, 2]", "Renumber"))
+
+
+def datalist_val_label_unknown(env: Env) -> Case:
+    from monai_synth.data import load_labelled_splits
+
+    p = _datalist_with_labels(env, [0, 1, 0, 1], [3])
+    return Case(lambda: load_labelled_splits("datalist", p, image_size=8), ValueError, ("val", "[3]"))
+
+
+def generate_class_name_escapes(env: Env) -> Case:
+    return Case(_generate(env, class_names=["../../outside", "b"]), ValueError, ("class name", "../../outside"))
+
+
+def near_copy_threshold_out_of_range(env: Env) -> Case:
+    from monai_synth.engines import build_near_copy_filter
+
+    images = np.random.default_rng(0).random((3, 1, 8, 8)).astype(np.float32)
+    return Case(lambda: build_near_copy_filter(images, threshold=1.5), ValueError, ("threshold", "[-1, 1]"))
+
+
+def near_copy_without_holdout(env: Env) -> Case:
+    from monai_synth.engines import build_near_copy_filter
+
+    images = np.random.default_rng(0).random((3, 1, 8, 8)).astype(np.float32)
+    return Case(lambda: build_near_copy_filter(images), ValueError, ("holdout", "threshold"))
+
+
+def near_copy_items_of_mixed_size(env: Env) -> Case:
+    from monai_synth.engines import build_near_copy_filter
+
+    items = [{"image": np.zeros((1, 8, 8), np.float32)}, {"image": np.zeros((1, 6, 6), np.float32)}]
+    return Case(lambda: build_near_copy_filter(items, threshold=0.9), ValueError, ("references", "one size"))
+
+
+def near_copy_splits_without_holdout(env: Env) -> Case:
+    from monai_synth.engines import near_copy_filter_for_splits
+
+    splits = {"train": [{"image": np.zeros((1, 8, 8), np.float32)}], "val": [], "test": []}
+    return Case(lambda: near_copy_filter_for_splits(splits), ValueError, ("validation or test",))
+
+
+def mlflow_plain_http_remote(env: Env) -> Case:
+    from monai_synth.handlers import resolve_tracking_uri
+
+    return Case(lambda: resolve_tracking_uri("http://mlflow.example.org:5000"), ValueError, ("http", "https"))
+
+
 CASES: dict[str, Callable[[Env], Case]] = {
     f.__name__: f
     for f in (
@@ -679,6 +890,32 @@ CASES: dict[str, Callable[[Env], Case]] = {
         image_set_with_pickled_object,
         checkpoint_truncated,
         checkpoint_missing_optimizer,
+        dicom_rescale_slope_zero,
+        dicom_rescale_slope_nan,
+        dicom_rescale_intercept_inf,
+        dicom_bits_stored_above_allocated,
+        dicom_bits_stored_zero,
+        dicom_pixel_representation_invalid,
+        dicom_high_bit_mismatch,
+        dicom_decompression_bomb,
+        dicom_bomb_through_load_image_2d,
+        label_csv_latin1,
+        label_csv_utf16,
+        label_csv_empty_file,
+        label_csv_short_row,
+        label_csv_binary_garbage,
+        voc_billion_laughs,
+        voc_external_entity,
+        voc_not_xml,
+        datalist_label_gap,
+        datalist_labels_from_one,
+        datalist_val_label_unknown,
+        generate_class_name_escapes,
+        near_copy_threshold_out_of_range,
+        near_copy_without_holdout,
+        near_copy_items_of_mixed_size,
+        near_copy_splits_without_holdout,
+        mlflow_plain_http_remote,
     )
 }
 
@@ -710,8 +947,8 @@ def test_simpleitk_reads_non_finite_nifti_voxels_as_zero(value, tmp_path, reques
     assert not np.isfinite(raw).all()
 
 
-def test_table_has_at_least_30_cases():
-    assert len(CASES) >= 30
+def test_table_has_at_least_80_cases():
+    assert len(CASES) >= 80
 
 
 def test_pickle_payload_never_runs(tmp_path, capsys):

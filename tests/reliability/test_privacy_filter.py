@@ -8,6 +8,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 from helpers import tiny_unet
 
 from monai_synth.data import load_image_2d
@@ -157,3 +158,19 @@ def test_pipeline_synthesize_passes_the_filter(unfiltered, tmp_path):
     assert len(kept) == 3 and [it["label"] for it in kept] == [0, 1, 1]
     report = json.loads((tmp_path / "b" / "privacy_report.json").read_text())
     assert [r["synthetic"] for r in report["flagged"]] == ["class_0/synth_000001"]
+
+
+def test_nan_samples_are_refused_and_nothing_of_the_batch_is_written(tmp_path):
+    class NaNNet(torch.nn.Module):
+        in_channels = 1
+        num_class_embeds = None
+
+        def forward(self, x, timesteps=None, context=None, class_labels=None):
+            return torch.full_like(x, float("nan"))
+
+    with pytest.raises(FloatingPointError, match="nothing of this batch was written"):
+        generate_dataset(
+            NaNNet(), build_scheduler("ddim", num_train_timesteps=10), tmp_path, num_per_class=[2], image_size=8,
+            num_inference_steps=2, progress=False,
+        )  # fmt: skip
+    assert not list(tmp_path.rglob("synth_*")) and not (tmp_path / "datalist.json").exists()
