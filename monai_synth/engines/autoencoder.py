@@ -26,7 +26,12 @@ from monai.losses import PatchAdversarialLoss
 from monai_synth.engines.diffusion import is_rank0
 from monai_synth.handlers.checkpoint import AtomicCheckpointSaver, CheckpointResumer
 from monai_synth.handlers.ema import EMAHandler, create_ema_model
-from monai_synth.handlers.training import GradientClipHandler, ProgressBarHandler, ThroughputHandler
+from monai_synth.handlers.training import (
+    GradientClipHandler,
+    NonFiniteLossHandler,
+    ProgressBarHandler,
+    ThroughputHandler,
+)
 from monai_synth.networks.autoencoder import encode_latents
 
 __all__ = ["AutoencoderIteration", "build_autoencoder_trainer", "kl_divergence", "latent_scale_factor"]
@@ -184,6 +189,7 @@ def build_autoencoder_trainer(
     handlers: list = []
     if checkpoint_dir is not None and resume:
         handlers.append(CheckpointResumer(checkpoint_dir, ema_model=ema_model, others=others))
+    handlers.append(NonFiniteLossHandler(checkpoint_dir))  # before EMA and savers: a NaN step is never kept
     if grad_clip_norm is not None:
         handlers.append(GradientClipHandler(grad_clip_norm))
     if ema_model is not None:

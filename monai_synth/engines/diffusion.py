@@ -25,7 +25,12 @@ from monai_synth.engines.recipe import DiffusionRecipe
 from monai_synth.handlers.checkpoint import AtomicCheckpointSaver, CheckpointResumer
 from monai_synth.handlers.ema import EMAHandler, create_ema_model
 from monai_synth.handlers.sample_grid import SampleGridHandler
-from monai_synth.handlers.training import GradientClipHandler, ProgressBarHandler, ThroughputHandler
+from monai_synth.handlers.training import (
+    GradientClipHandler,
+    NonFiniteLossHandler,
+    ProgressBarHandler,
+    ThroughputHandler,
+)
 from monai_synth.inferers.class_conditioned import ClassConditionedDiffusionInferer
 from monai_synth.networks.diffusion_unet import build_diffusion_unet
 from monai_synth.networks.schedulers import SchedulerKind, build_scheduler, ddim_from, sampler_from
@@ -371,6 +376,7 @@ def _trainer_handlers(
     handlers: list = []
     if checkpoint_dir is not None and resume:
         handlers.append(CheckpointResumer(checkpoint_dir, ema_model=ema_model))
+    handlers.append(NonFiniteLossHandler(checkpoint_dir))  # before EMA and savers: a NaN step is never kept
     if grad_clip_norm is not None:
         handlers.append(GradientClipHandler(grad_clip_norm))
     if ema_model is not None:

@@ -49,7 +49,7 @@ from monai_synth.handlers.checkpoint import load_weights_for_sampling
 from monai_synth.handlers.ema import unwrap_model
 from monai_synth.inferers.sampling import sample
 from monai_synth.networks.autoencoder import decode_latents, latent_shape
-from monai_synth.utils.io import atomic_path, ensure_writable_dir
+from monai_synth.utils.io import FolderLock, atomic_path, ensure_writable_dir
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
@@ -267,11 +267,52 @@ def generate_dataset(
         scheduler.set_timesteps(int(num_inference_steps))
     if conditional is None:
         conditional = getattr(unwrap_model(model), "num_class_embeds", None) is not None
+    settings = _settings(
+        model, scheduler, counts, names, spatial, in_channels, guidance_scale, eta, batch_size, seed, value_range,
+        conditional, guidance_interval, autoencoder, scale_factor, near_copy_filter,
+    )  # fmt: skip
+    if near_copy_filter is None:
+        logger.warning("generate_dataset: no near-copy filter: %s is not checked against the training images", out)
+    decode = None if autoencoder is None else (autoencoder, float(scale_factor))
+
+    def draw(idx: list[int], labels: list[int], b: int) -> torch.Tensor:
+        return _sample_batch(
+            model, scheduler, idx, labels, int(seed) + b, sample_shape, conditional, guidance_scale, eta,
+            value_range, device, guidance_interval, decode,
+        )  # fmt: skip
+
+    with FolderLock(out, "generate_dataset"):  # a second process gets a clear error, not a mixed folder
+        _check_manifest(out, settings)
+        uids = _dicom_uids(out, n_cls) if "dicom" in fmts else None
+        result = _generate_batches(draw, out, fmts, names, counts, int(batch_size), progress, near_copy_filter, uids)
+    logger.info("generated %d files (%d existed) in %s", result.written, result.skipped, out)
+    return result
+
+
+def _settings(
+    model: torch.nn.Module,
+    scheduler: Scheduler,
+    counts: Sequence[int],
+    names: Sequence[str],
+    spatial: tuple[int, ...],
+    in_channels: int,
+    guidance_scale: float,
+    eta: float,
+    batch_size: int,
+    seed: int,
+    value_range: tuple[float, float],
+    conditional: bool,
+    guidance_interval: tuple[float, float] | None,
+    autoencoder: torch.nn.Module | None,
+    scale_factor: float,
+    near_copy_filter: NearCopyFilter | None,
+) -> dict:
+    """What the images of a generation folder depend on (``generation.json``; a resume must match)."""
     settings = {
         "model": model_fingerprint(model), "scheduler": type(scheduler).__name__,
         "prediction_type": getattr(scheduler, "prediction_type", None),
         "timesteps": [int(t) for t in getattr(scheduler, "timesteps", [])], "counts": [int(c) for c in counts],
-        "class_names": names, "image_size": list(spatial), "in_channels": int(in_channels),
+        "class_names": list(names), "image_size": list(spatial), "in_channels": int(in_channels),
         "guidance_scale": float(guidance_scale), "eta": float(eta), "batch_size": int(batch_size), "seed": int(seed),
         "value_range": [float(v) for v in value_range], "conditional": bool(conditional),
     }  # fmt: skip
@@ -281,32 +322,39 @@ def generate_dataset(
         settings["autoencoder"] = model_fingerprint(autoencoder)
         settings["scale_factor"] = float(scale_factor)
     settings["privacy"] = None if near_copy_filter is None else near_copy_filter.settings()  # None = unchecked
-    if near_copy_filter is None:
-        logger.warning("generate_dataset: no near-copy filter: %s is not checked against the training images", out)
-    _check_manifest(out, settings)
-    uids = _dicom_uids(out, n_cls) if "dicom" in fmts else None
+    return settings
 
+
+def _generate_batches(
+    draw: Any,
+    out: Path,
+    fmts: Sequence[Any],
+    names: Sequence[str],
+    counts: Sequence[int],
+    batch_size: int,
+    progress: bool,
+    near_copy_filter: NearCopyFilter | None,
+    uids: dict | None,
+) -> GenerationResult:
+    """Sample, filter and write every batch with missing files; then the datalists and the privacy report."""
     for stale in (p for f in fmts for p in (out / f.value).glob("*/.synth_*.tmp")):  # left by a SIGKILL
-        stale.unlink(missing_ok=True)
+        stale.unlink(missing_ok=True)  # safe: the folder lock guarantees no other writer
     labels = [c for c, n in enumerate(counts) for _ in range(n)]
     paths = {
         f: [out / f.value / names[c] / f"synth_{i:06d}{FORMAT_SUFFIX[f]}" for i, c in enumerate(labels)] for f in fmts
     }
-    result = GenerationResult(out_dir=out, counts=counts, dropped=_dropped(out))
-    starts = list(range(0, len(labels), int(batch_size)))
+    result = GenerationResult(out_dir=out, counts=list(counts), dropped=_dropped(out))
+    starts = list(range(0, len(labels), batch_size))
     iterator = enumerate(starts)
     if progress and has_tqdm:
         iterator = tqdm(iterator, total=len(starts), desc="generating")
     for b, start in iterator:
-        idx = list(range(start, min(start + int(batch_size), len(labels))))
+        idx = list(range(start, min(start + batch_size, len(labels))))
         missing = [(i, f) for i in idx for f in fmts if i not in result.dropped and not paths[f][i].exists()]
         result.skipped += sum(i not in result.dropped for i in idx) * len(fmts) - len(missing)
         if not missing:
             continue
-        images = _sample_batch(
-            model, scheduler, idx, labels, int(seed) + b, sample_shape, conditional, guidance_scale, eta,
-            value_range, device, guidance_interval, None if autoencoder is None else (autoencoder, float(scale_factor)),
-        )  # fmt: skip
+        images = draw(idx, labels, b)
         if not np.isfinite(np.asarray(images)).all():
             raise FloatingPointError(
                 f"batch {b} (images {idx[0]}-{idx[-1]}) sampled NaN or infinite values: the model or the sampler "
@@ -317,7 +365,6 @@ def generate_dataset(
         result.written += _write_batch(images, idx, missing, labels, paths, names, uids)
     _write_datalists(result, out, fmts, paths, labels, names)
     result.privacy_report = _write_report(result, out, len(labels), near_copy_filter)
-    logger.info("generated %d files (%d existed) in %s", result.written, result.skipped, out)
     return result
 
 

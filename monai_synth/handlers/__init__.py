@@ -19,6 +19,7 @@ from .sample_grid import SampleGridHandler, make_grid, save_grid_png
 from .training import (
     GradientClipHandler,
     LossHistoryHandler,
+    NonFiniteLossHandler,
     ProgressBarHandler,
     ThroughputHandler,
     TimeBudgetHandler,

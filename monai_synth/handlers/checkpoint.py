@@ -18,7 +18,7 @@ import torch
 from ignite.engine import Events
 
 from monai_synth.handlers.ema import unwrap_model
-from monai_synth.utils.io import atomic_torch_save, safe_torch_load
+from monai_synth.utils.io import FolderLock, atomic_torch_save, safe_torch_load
 
 __all__ = [
     "CHECKPOINT_PATTERN",
@@ -47,11 +47,17 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
 
     Temporary files of an interrupted save (``.checkpoint_epoch*.pt.*.tmp``) are ignored.
     """
+    found = _checkpoints_newest_first(checkpoint_dir)
+    return found[0] if found else None
+
+
+def _checkpoints_newest_first(checkpoint_dir: str | os.PathLike) -> list[Path]:
+    """Every ``checkpoint_epoch*.pt`` of the folder, highest epoch first (temporary files ignored)."""
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
-        return None
+        return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and p.is_file()]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
 
 
 def _state(obj: Any) -> Any:
@@ -219,9 +225,25 @@ class AtomicCheckpointSaver(_CheckpointObjects):
         self._saved_iteration: int | None = None
 
     def attach(self, engine) -> None:
-        """Register on ``Events.EPOCH_COMPLETED`` and ``Events.TERMINATE``."""
+        """Register on ``Events.EPOCH_COMPLETED`` and ``Events.TERMINATE``; lock the folder from ``STARTED`` to
+        ``COMPLETED`` (:class:`~monai_synth.utils.io.FolderLock`: a second trainer on the same folder fails at
+        once)."""
+        engine.add_event_handler(Events.STARTED, self._lock)
+        engine.add_event_handler(Events.COMPLETED, self._unlock)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
         engine.add_event_handler(Events.TERMINATE, self._terminated)
+
+    def _lock(self, engine) -> None:
+        self._folder_lock = FolderLock(self.checkpoint_dir, "training").acquire()
+        # temporary files of a save killed by SIGKILL (atomic_path could not clean up); safe under the lock
+        for stale in self.checkpoint_dir.glob(".checkpoint_epoch*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    def _unlock(self, engine) -> None:
+        lock = getattr(self, "_folder_lock", None)
+        if lock is not None:
+            lock.release()
+            self._folder_lock = None
 
     def _terminated(self, engine) -> None:
         # Ignite fires no EPOCH_COMPLETED after terminate(), even when it comes at the last iteration of an epoch
@@ -236,9 +258,17 @@ class AtomicCheckpointSaver(_CheckpointObjects):
 
     def _save(self, engine, epoch: int) -> None:
         self._saved_iteration = engine.state.iteration
+        objects = self._objects(engine)
+        for name in ("network", "ema_model"):
+            module = objects.get(name)
+            if module is not None and not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
+                raise FloatingPointError(
+                    f"the {name} weights hold NaN or infinite values at epoch {epoch}: no checkpoint written and none "
+                    f"pruned in {str(self.checkpoint_dir)!r} (resume from the last good one)."
+                )
         path = save_checkpoint(
             checkpoint_path(self.checkpoint_dir, epoch),
-            **self._objects(engine),
+            **objects,
             scaler=getattr(engine, "scaler", None),
             trainer=engine,
         )
@@ -276,22 +306,28 @@ class CheckpointResumer(_CheckpointObjects):
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine) -> None:
-        if self.checkpoint_dir.is_dir():  # temp files of a save killed by SIGKILL (atomic_path could not clean up)
-            for stale in self.checkpoint_dir.glob(".checkpoint_epoch*.tmp"):
-                stale.unlink(missing_ok=True)
-        path = latest_checkpoint(self.checkpoint_dir)
-        if path is None:
+        candidates = _checkpoints_newest_first(self.checkpoint_dir)
+        if not candidates:
             logger.info("no checkpoint in %s: training from scratch", self.checkpoint_dir)
             return
         scaler = getattr(engine, "scaler", None)
-        load_checkpoint(
-            path,
-            **self._objects(engine),
-            scaler=scaler if getattr(engine, "amp", False) else None,
-            trainer=engine,
-            map_location=self.map_location if self.map_location is not None else engine.state.device,
-        )
-        logger.info("resumed from %s at epoch %d", path, engine.state.epoch)
+        for k, path in enumerate(candidates):
+            try:
+                load_checkpoint(
+                    path,
+                    **self._objects(engine),
+                    scaler=scaler if getattr(engine, "amp", False) else None,
+                    trainer=engine,
+                    map_location=self.map_location if self.map_location is not None else engine.state.device,
+                )
+            except ValueError as e:  # unreadable (truncated, corrupt): fall back to the previous one, and say so
+                if k == len(candidates) - 1:
+                    raise ValueError(f"no readable checkpoint in {str(self.checkpoint_dir)!r}; the oldest: {e}") from e
+                logger.warning("checkpoint %s is unreadable (%s); resuming from the previous one %s", path, e,
+                               candidates[k + 1])  # fmt: skip
+                continue
+            logger.info("resumed from %s at epoch %d", path, engine.state.epoch)
+            return
 
 
 def load_weights_for_sampling(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
 from typing import Any
 
@@ -13,6 +15,7 @@ from monai.engines.utils import IterationEvents
 __all__ = [
     "GradientClipHandler",
     "LossHistoryHandler",
+    "NonFiniteLossHandler",
     "ProgressBarHandler",
     "ThroughputHandler",
     "TimeBudgetHandler",
@@ -148,6 +151,35 @@ class LossHistoryHandler:
         self.history["loss"].append(self._sum / max(1, self._n))
         self.history["elapsed_s"].append(time.perf_counter() - self._t0)
         self._sum, self._n = 0.0, 0
+
+
+class NonFiniteLossHandler:
+    """Stop training with :class:`FloatingPointError` as soon as the loss is NaN or infinite.
+
+    Ignite's ``TerminateOnNan`` ends the run *gracefully*, which fires ``Events.TERMINATE``: the checkpoint saver
+    would then write the broken weights and, with ``keep_last``, prune the good checkpoints. Raising instead skips
+    every saver, so the folder keeps the last good checkpoint to resume from. Attach it before the EMA handler, so
+    the EMA weights never take the broken step either.
+
+    Args:
+        checkpoint_dir: named in the message (where the last good checkpoint is).
+    """
+
+    def __init__(self, checkpoint_dir: str | os.PathLike | None = None) -> None:
+        self.checkpoint_dir = checkpoint_dir
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        loss = _loss_of(engine.state.output)["loss"]
+        if math.isfinite(loss):
+            return
+        where = f" the checkpoints in {str(self.checkpoint_dir)!r} are untouched;" if self.checkpoint_dir else ""
+        raise FloatingPointError(
+            f"the training loss is {loss} at iteration {engine.state.iteration} (epoch {engine.state.epoch}): "
+            f"training stopped without saving;{where} resume with a lower learning rate or gradient clipping."
+        )
 
 
 class ProgressBarHandler:

@@ -11,7 +11,23 @@ from typing import Any
 
 import torch
 
-__all__ = ["PRIVATE_MODE", "atomic_path", "atomic_torch_save", "ensure_writable_dir", "fsync_dir", "safe_torch_load"]
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; FolderLock is then a no-op
+    fcntl = None
+
+__all__ = [
+    "PRIVATE_MODE",
+    "FolderLock",
+    "FolderLockedError",
+    "atomic_path",
+    "atomic_torch_save",
+    "ensure_writable_dir",
+    "fsync_dir",
+    "safe_torch_load",
+]
+
+LOCK_NAME = ".monai_synth.lock"
 
 PRIVATE_MODE = 0o600
 """Permissions of files derived from patient data (weights trained on it, reports naming its images)."""
@@ -119,3 +135,72 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise PermissionError(f"Output folder {str(path)!r} is not writable. Choose a writable location.")
     return path
+
+
+class FolderLockedError(RuntimeError):
+    """Another process is writing to the folder (see :class:`FolderLock`)."""
+
+
+_HELD: dict[str, list] = {}  # resolved folder -> [file object, depth]: this process's locks (re-entrant)
+
+
+class FolderLock:
+    """Exclusive lock of an output folder while a process writes there (``flock`` on ``<folder>/.monai_synth.lock``).
+
+    A second process that tries to write into the same folder (a resumed run started twice, two studies into one
+    folder) gets :class:`FolderLockedError` at once, instead of deleting the first one's temporary files or marking
+    its runs KILLED. The lock dies with its process (SIGKILL included), so a crashed run never leaves the folder
+    locked. Within one process the lock is re-entrant. A no-op where ``fcntl`` is unavailable.
+
+    Args:
+        folder: the output folder (created).
+        what: what holds the lock (in the other process's error message).
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "monai_synth") -> None:
+        self.folder = ensure_writable_dir(folder)
+        self.what = what
+        self._key = str(self.folder.resolve())
+
+    def acquire(self) -> FolderLock:
+        """Take the lock (or raise :class:`FolderLockedError` naming the holder)."""
+        if fcntl is None:
+            return self
+        held = _HELD.get(self._key)
+        if held is not None:
+            held[1] += 1
+            return self
+        f = open(self.folder / LOCK_NAME, "a+")  # noqa: SIM115 (kept open while the lock is held)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise FolderLockedError(
+                f"{str(self.folder)!r} is in use by another process ({holder}); wait for it to finish or stop it, "
+                "or write into another folder."
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}, {self.what}")
+        f.flush()
+        _HELD[self._key] = [f, 1]
+        return self
+
+    def release(self) -> None:
+        """Release one level of the lock (the file is unlocked when the outermost holder releases)."""
+        held = _HELD.get(self._key)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] <= 0:
+            del _HELD[self._key]
+            fcntl.flock(held[0].fileno(), fcntl.LOCK_UN)
+            held[0].close()
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -74,6 +74,20 @@ def test_a_clean_set_exits_zero_and_datalists_work(sets, tmp_path):
     assert code == EXIT_CLEAN and json.loads(out.read_text())["flagged"] == []
 
 
+def test_the_datalist_that_generation_writes(sets, tmp_path):
+    """generate_dataset's datalist.json (relative paths, plus a "class_names" list) is a valid --synthetic."""
+    from monai_synth.data.datalists import write_datalist_json
+
+    folder = tmp_path / "gen"
+    _write(folder / "png" / "class_0", _textures(3, 9), prefix="synth")
+    items = [{"image": str(p), "label": 0} for p in sorted((folder / "png").rglob("*.png"))]
+    write_datalist_json({"training": items}, folder / "datalist.json", class_names=["class_0"], synthetic=True)
+    out = tmp_path / "r.json"
+    code = main(["audit", "--synthetic", str(folder / "datalist.json"), "--reference", str(sets / "train"),
+                 "--threshold", "0.99", "--out", str(out)])  # fmt: skip
+    assert code == EXIT_CLEAN and json.loads(out.read_text())["n_synthetic"] == 3
+
+
 def test_module_entry_point(sets, tmp_path):
     out = tmp_path / "r.json"
     proc = subprocess.run(

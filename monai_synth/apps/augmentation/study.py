@@ -28,6 +28,7 @@ from monai_synth.apps.augmentation.tags import ROLE_TAG, RUN_KEY_TAG, STUDY_TAG
 from monai_synth.engines import classification as _cls
 from monai_synth.engines.classification import ClassifierRunConfig, RunResult, data_fingerprint
 from monai_synth.handlers import mlflow_extras as mx
+from monai_synth.utils.io import FolderLock
 
 __all__ = ["StudyData", "result_from_mlflow", "run_key", "run_study"]
 
@@ -144,7 +145,7 @@ def run_study(
     Args:
         grid: a preset name of :func:`~monai_synth.apps.augmentation.grids.get_grid` or a list of configs.
         data: :class:`StudyData` or a dict with keys train/val/test[/synthetic].
-        tracking_uri: MLflow URI; default ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<output_dir>/mlruns.db``.
+        tracking_uri: MLflow URI; default ``sqlite:///<output_dir>/mlruns.db`` (``$MLFLOW_TRACKING_URI`` is not read).
             Checked up front: an unreachable URI raises :class:`~monai_synth.handlers.TrackingUnavailableError`.
         experiment: MLflow experiment name.
         output_dir: local outputs (state dicts, figures, default store, comparison).
@@ -174,49 +175,51 @@ def run_study(
         raise ValueError("`grid` holds duplicate runs (identical options); make each config differ (e.g. `seed`).")
     uri = mx.resolve_tracking_uri(tracking_uri, output_dir)
     mx.check_tracking_uri(uri)
-    client = mx.make_client(uri)
-    exp_id = mx.get_or_create_experiment(client, experiment)
-    parent = _get_parent_run(
-        client,
-        exp_id,
-        study,
-        {"study": study, "n_runs": len(configs), **{f"data_fingerprint.{k}": v for k, v in prints.items()}},
-    )
-    _mark_stale_runs(client, exp_id, study)
-    results: list[RunResult] = []
-    status = "FAILED"
-    try:
-        bar = tqdm(list(zip(configs, keys)), desc=study, disable=not progress)
-        for config, key in bar:
-            bar.set_postfix_str(config.name or key)
-            if resume:
-                done = mx.find_runs(client, exp_id, {STUDY_TAG: study, RUN_KEY_TAG: key}, statuses=("FINISHED",))
-                if done:
-                    logger.info("skipping finished run %s (%s)", config.name, done[0].info.run_id)
-                    results.append(result_from_mlflow(client, done[0], config))
-                    continue
-            try:
-                res = _train_child(config, key, data, study, output_dir, uri, experiment, parent, device)
-            except Exception:
-                if not continue_on_error:
-                    raise
-                logger.exception("run %s failed (marked FAILED); continuing", config.name)
-                continue
-            res.config_hash = key
-            results.append(res)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        mx.end_run(client, parent, status)
-    if compare:
-        compare_runs(
-            experiment,
-            uri,
-            study=study,
-            out_dir=Path(output_dir) / "comparison",
-            reference=reference,
-            run_ids=[r.run_id for r in results if r.run_id],
+    # one study process per output folder: a second one would mark the first one's RUNNING runs KILLED
+    with FolderLock(output_dir, f"run_study {study}"):
+        client = mx.make_client(uri)
+        exp_id = mx.get_or_create_experiment(client, experiment)
+        parent = _get_parent_run(
+            client,
+            exp_id,
+            study,
+            {"study": study, "n_runs": len(configs), **{f"data_fingerprint.{k}": v for k, v in prints.items()}},
         )
-    return results
+        _mark_stale_runs(client, exp_id, study)
+        results: list[RunResult] = []
+        status = "FAILED"
+        try:
+            bar = tqdm(list(zip(configs, keys)), desc=study, disable=not progress)
+            for config, key in bar:
+                bar.set_postfix_str(config.name or key)
+                if resume:
+                    done = mx.find_runs(client, exp_id, {STUDY_TAG: study, RUN_KEY_TAG: key}, statuses=("FINISHED",))
+                    if done:
+                        logger.info("skipping finished run %s (%s)", config.name, done[0].info.run_id)
+                        results.append(result_from_mlflow(client, done[0], config))
+                        continue
+                try:
+                    res = _train_child(config, key, data, study, output_dir, uri, experiment, parent, device)
+                except Exception:
+                    if not continue_on_error:
+                        raise
+                    logger.exception("run %s failed (marked FAILED); continuing", config.name)
+                    continue
+                res.config_hash = key
+                results.append(res)
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            mx.end_run(client, parent, status)
+        if compare:
+            compare_runs(
+                experiment,
+                uri,
+                study=study,
+                out_dir=Path(output_dir) / "comparison",
+                reference=reference,
+                run_ids=[r.run_id for r in results if r.run_id],
+            )
+        return results
