@@ -293,7 +293,25 @@ def dicom_folder_datalist(
     except ValueError:
         class_to_index = {v: i for i, v in enumerate(values)}
     items = [{"image": str(samples[s]), "label": class_to_index[labels[s]], "id": s} for s in sorted(samples)]
+    from monai_synth.data.deid import exclude_burned_in
+
+    burned = set(_burned_in_samples(items, exclude_burned_in))
+    items = [it for it in items if it["id"] not in burned]
+    if not items:
+        raise ValueError(f"every sample of {str(root)!r} is marked BurnedInAnnotation=YES: none can be used.")
     return LabelledDatalist(items, class_to_index)
+
+
+def _burned_in_samples(items: Sequence[dict], exclude: Any) -> list[str]:
+    """Ids of samples (a file or a series folder) with a file marked ``BurnedInAnnotation YES`` (excluded, warned)."""
+    out = []
+    for it in items:
+        p = Path(it["image"])
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        _, excluded = exclude(files, f"files of sample {it['id']!r}")
+        if excluded:
+            out.append(it["id"])
+    return out
 
 
 def split_datalist(

@@ -1,9 +1,9 @@
 """Check that a synthetic DICOM file carries no identifying value of the DICOM files it was derived from.
 
-The attribute list is the DICOM PS3.15 Annex E "Basic Application Level Confidentiality Profile" (DICOM PS3.15
-Table E.1-1), restricted to the attributes that occur in ordinary CT / CR / DX / MG image objects (about 110 of the
-table's rows; the table itself lists several hundred, most of them for structured reports, RT or waveforms). Each
-row keeps the Basic Profile action code of the standard:
+The attribute list is the whole DICOM PS3.15 Annex E "Basic Application Level Confidentiality Profile" table
+(Table E.1-1, edition :data:`PROFILE_EDITION`: 655 rows, repeating groups such as overlay data ``(60xx,3000)`` and
+curve data ``(50xx,xxxx)`` included), read from the maintained ``dicom-anonymizer`` package (BSD licence), which
+transcribes the standard's table per edition. Each row keeps the Basic Profile action code of the standard:
 
 ====  =========================================================================================================
 code  meaning (PS3.15 Table E.1-1)
@@ -11,19 +11,16 @@ code  meaning (PS3.15 Table E.1-1)
 D     replace with a non-zero-length dummy value consistent with the VR
 Z     replace with a zero-length value, or a dummy value consistent with the VR
 X     remove
-K     keep (not used here)
-C     clean: replace with values of similar meaning known not to hold identifying information (not used here)
 U     replace with a non-zero-length UID that is internally consistent within a set of instances
 X/Z, X/D, Z/D, X/Z/D, X/Z/U*
       the choice depends on the Information Object Definition (type 1 / 2 / 3 attribute); see the standard
 ====  =========================================================================================================
 
-The table was written from the standard's attribute names, tags and action codes; the standard (PS3.15, current
-edition, Table E.1-1) is the reference when in doubt.
-
 :func:`check_deidentified` does not need to know which action the writer chose: for a synthetic image derived from
 real ``sources`` the outcome of every action must be that **no** profile attribute carries a value found in a source,
 that every instance UID is new, and that the file says it is derived and de-identified.
+:func:`exclude_burned_in` keeps images whose pixels carry burned-in identifying text (``BurnedInAnnotation YES``)
+out of training and guidance, with a warning listing them.
 """
 
 from __future__ import annotations
@@ -37,7 +34,10 @@ from monai.utils import optional_import
 pydicom, has_pydicom = optional_import("pydicom")
 
 __all__ = [
+    "PROFILE_EDITION",
     "PS315_BASIC_PROFILE",
+    "exclude_burned_in",
+    "profile_row",
     "ProfileAttribute",
     "Violation",
     "UID_ACTION",
@@ -59,151 +59,43 @@ class ProfileAttribute:
     tag: tuple[int, int]
     keyword: str
     action: str
+    mask: tuple[int, int] | None = None  # repeating groups: (group mask, element mask), e.g. overlay data 60xx
+
+    def matches(self, tag: int) -> bool:
+        """Whether the integer tag ``0xGGGGEEEE`` is this row (through the mask for repeating groups)."""
+        group, element = tag >> 16, tag & 0xFFFF
+        if self.mask is None:
+            return (group, element) == self.tag
+        return (group & self.mask[0]) == self.tag[0] and (element & self.mask[1]) == self.tag[1]
 
 
-def _rows(table: Iterable[tuple[int, int, str, str]]) -> tuple[ProfileAttribute, ...]:
-    return tuple(ProfileAttribute((g, e), kw, act) for g, e, kw, act in table)
+PROFILE_EDITION = "DICOM PS3.15 2026c, Table E.1-1 (as transcribed by dicom-anonymizer 2.1)"
+"""The edition of the Basic Profile table in :data:`PS315_BASIC_PROFILE`."""
+
+_ACTION_LISTS = {
+    "D": "D_TAGS", "Z": "Z_TAGS", "X": "X_TAGS", "U": "U_TAGS", "Z/D": "Z_D_TAGS", "X/Z": "X_Z_TAGS",
+    "X/D": "X_D_TAGS", "X/Z/D": "X_Z_D_TAGS", "X/Z/U*": "X_Z_U_STAR_TAGS",
+}  # fmt: skip
 
 
-# DICOM PS3.15 Table E.1-1, Basic Profile column (group, element, keyword, action).
-PS315_BASIC_PROFILE: tuple[ProfileAttribute, ...] = _rows(
-    [
-        # ---- patient
-        (0x0010, 0x0010, "PatientName", "Z"),
-        (0x0010, 0x0020, "PatientID", "Z"),
-        (0x0010, 0x0021, "IssuerOfPatientID", "X"),
-        (0x0010, 0x0030, "PatientBirthDate", "Z"),
-        (0x0010, 0x0032, "PatientBirthTime", "X"),
-        (0x0010, 0x0040, "PatientSex", "Z"),
-        (0x0010, 0x0050, "PatientInsurancePlanCodeSequence", "X"),
-        (0x0010, 0x1000, "OtherPatientIDs", "X"),
-        (0x0010, 0x1001, "OtherPatientNames", "X"),
-        (0x0010, 0x1002, "OtherPatientIDsSequence", "X"),
-        (0x0010, 0x1005, "PatientBirthName", "X"),
-        (0x0010, 0x1010, "PatientAge", "X"),
-        (0x0010, 0x1020, "PatientSize", "X"),
-        (0x0010, 0x1030, "PatientWeight", "X"),
-        (0x0010, 0x1040, "PatientAddress", "X"),
-        (0x0010, 0x1060, "PatientMotherBirthName", "X"),
-        (0x0010, 0x1080, "MilitaryRank", "X"),
-        (0x0010, 0x1081, "BranchOfService", "X"),
-        (0x0010, 0x1090, "MedicalRecordLocator", "X"),
-        (0x0010, 0x2000, "MedicalAlerts", "X"),
-        (0x0010, 0x2110, "Allergies", "X"),
-        (0x0010, 0x2150, "CountryOfResidence", "X"),
-        (0x0010, 0x2152, "RegionOfResidence", "X"),
-        (0x0010, 0x2154, "PatientTelephoneNumbers", "X"),
-        (0x0010, 0x2160, "EthnicGroup", "X"),
-        (0x0010, 0x2180, "Occupation", "X"),
-        (0x0010, 0x21A0, "SmokingStatus", "X"),
-        (0x0010, 0x21B0, "AdditionalPatientHistory", "X"),
-        (0x0010, 0x21C0, "PregnancyStatus", "X"),
-        (0x0010, 0x21D0, "LastMenstrualDate", "X"),
-        (0x0010, 0x21F0, "PatientReligiousPreference", "X"),
-        (0x0010, 0x2203, "PatientSexNeutered", "X/Z"),
-        (0x0010, 0x2297, "ResponsiblePerson", "X"),
-        (0x0010, 0x2299, "ResponsibleOrganization", "X"),
-        (0x0010, 0x4000, "PatientComments", "X"),
-        # ---- visit / admission
-        (0x0038, 0x0010, "AdmissionID", "X"),
-        (0x0038, 0x0020, "AdmittingDate", "X"),
-        (0x0038, 0x0021, "AdmittingTime", "X"),
-        (0x0038, 0x0050, "SpecialNeeds", "X"),
-        (0x0038, 0x0300, "CurrentPatientLocation", "X"),
-        (0x0038, 0x0400, "PatientInstitutionResidence", "X"),
-        (0x0038, 0x0500, "PatientState", "X"),
-        (0x0038, 0x4000, "VisitComments", "X"),
-        (0x0008, 0x1080, "AdmittingDiagnosesDescription", "X"),
-        (0x0008, 0x1084, "AdmittingDiagnosesCodeSequence", "X"),
-        # ---- study / series / instance dates, times, descriptions
-        (0x0008, 0x0012, "InstanceCreationDate", "X/D"),
-        (0x0008, 0x0013, "InstanceCreationTime", "X/Z/D"),
-        (0x0008, 0x0020, "StudyDate", "Z"),
-        (0x0008, 0x0021, "SeriesDate", "X/D"),
-        (0x0008, 0x0022, "AcquisitionDate", "X/Z"),
-        (0x0008, 0x0023, "ContentDate", "Z/D"),
-        (0x0008, 0x002A, "AcquisitionDateTime", "X/D"),
-        (0x0008, 0x0030, "StudyTime", "Z"),
-        (0x0008, 0x0031, "SeriesTime", "X/D"),
-        (0x0008, 0x0032, "AcquisitionTime", "X/Z"),
-        (0x0008, 0x0033, "ContentTime", "Z/D"),
-        (0x0008, 0x0201, "TimezoneOffsetFromUTC", "X"),
-        (0x0008, 0x0050, "AccessionNumber", "Z"),
-        (0x0008, 0x1030, "StudyDescription", "X"),
-        (0x0008, 0x103E, "SeriesDescription", "X"),
-        (0x0008, 0x2111, "DerivationDescription", "X"),
-        (0x0020, 0x0010, "StudyID", "Z"),
-        (0x0020, 0x4000, "ImageComments", "X"),
-        (0x0020, 0x9158, "FrameComments", "X"),
-        (0x0032, 0x1060, "RequestedProcedureDescription", "X/Z"),
-        (0x0032, 0x4000, "StudyComments", "X"),
-        (0x0040, 0x0244, "PerformedProcedureStepStartDate", "X"),
-        (0x0040, 0x0245, "PerformedProcedureStepStartTime", "X"),
-        (0x0040, 0x0250, "PerformedProcedureStepEndDate", "X"),
-        (0x0040, 0x0251, "PerformedProcedureStepEndTime", "X"),
-        (0x0040, 0x0253, "PerformedProcedureStepID", "X"),
-        (0x0040, 0x0254, "PerformedProcedureStepDescription", "X"),
-        (0x0040, 0x0275, "RequestAttributesSequence", "X"),
-        (0x0040, 0x1001, "RequestedProcedureID", "X"),
-        (0x0040, 0x0009, "ScheduledProcedureStepID", "X"),
-        (0x0018, 0x1030, "ProtocolName", "X/D"),
-        (0x0018, 0x4000, "AcquisitionComments", "X"),
-        (0x0018, 0x0010, "ContrastBolusAgent", "Z/D"),
-        (0x4000, 0x4000, "TextComments", "X"),
-        (0x2030, 0x0020, "TextString", "X"),
-        # ---- people
-        (0x0008, 0x0090, "ReferringPhysicianName", "Z"),
-        (0x0008, 0x0092, "ReferringPhysicianAddress", "X"),
-        (0x0008, 0x0094, "ReferringPhysicianTelephoneNumbers", "X"),
-        (0x0008, 0x1048, "PhysiciansOfRecord", "X"),
-        (0x0008, 0x1050, "PerformingPhysicianName", "X"),
-        (0x0008, 0x1060, "NameOfPhysiciansReadingStudy", "X"),
-        (0x0008, 0x1070, "OperatorsName", "X/Z/D"),
-        (0x0032, 0x1032, "RequestingPhysician", "X"),
-        (0x0032, 0x1033, "RequestingService", "X"),
-        (0x0040, 0xA075, "VerifyingObserverName", "D"),
-        (0x0040, 0xA123, "PersonName", "D"),
-        (0x0070, 0x0084, "ContentCreatorName", "Z"),
-        (0x0040, 0x4035, "ActualHumanPerformersSequence", "X"),
-        # ---- institution, device, location
-        (0x0008, 0x0080, "InstitutionName", "X/Z/D"),
-        (0x0008, 0x0081, "InstitutionAddress", "X"),
-        (0x0008, 0x0082, "InstitutionCodeSequence", "X/Z/D"),
-        (0x0008, 0x1010, "StationName", "X/Z/D"),
-        (0x0008, 0x1040, "InstitutionalDepartmentName", "X"),
-        (0x0018, 0x1000, "DeviceSerialNumber", "X/Z/D"),
-        (0x0018, 0x1004, "PlateID", "X"),
-        (0x0018, 0x1005, "GeneratorID", "X"),
-        (0x0018, 0x1007, "CassetteID", "X"),
-        (0x0018, 0x1008, "GantryID", "X"),
-        (0x0018, 0x700A, "DetectorID", "X/D"),
-        (0x0018, 0x1400, "AcquisitionDeviceProcessingDescription", "X/D"),
-        (0x0040, 0x0241, "PerformedStationAETitle", "X"),
-        (0x0040, 0x0242, "PerformedStationName", "X"),
-        (0x0040, 0x0243, "PerformedLocation", "X"),
-        # ---- references to other (identifying) instances
-        (0x0008, 0x1110, "ReferencedStudySequence", "X/Z"),
-        (0x0008, 0x1111, "ReferencedPerformedProcedureStepSequence", "X/Z/D"),
-        (0x0008, 0x1120, "ReferencedPatientSequence", "X"),
-        (0x0008, 0x1140, "ReferencedImageSequence", "X/Z/U*"),
-        (0x0040, 0xA730, "ContentSequence", "X"),
-        (0x0400, 0x0561, "OriginalAttributesSequence", "X"),
-        (0xFFFA, 0xFFFA, "DigitalSignaturesSequence", "X"),
-        # ---- UIDs (must be replaced by new, internally consistent UIDs)
-        (0x0008, 0x0014, "InstanceCreatorUID", "U"),
-        (0x0008, 0x0018, "SOPInstanceUID", "U"),
-        (0x0008, 0x1155, "ReferencedSOPInstanceUID", "U"),
-        (0x0008, 0x3010, "IrradiationEventUID", "U"),
-        (0x0018, 0x1002, "DeviceUID", "U"),
-        (0x0020, 0x000D, "StudyInstanceUID", "U"),
-        (0x0020, 0x000E, "SeriesInstanceUID", "U"),
-        (0x0020, 0x0052, "FrameOfReferenceUID", "U"),
-        (0x0020, 0x0200, "SynchronizationFrameOfReferenceUID", "U"),
-        (0x0040, 0xA124, "UID", "U"),
-        (0x0088, 0x0140, "StorageMediaFileSetUID", "U"),
-        (0x0002, 0x0003, "MediaStorageSOPInstanceUID", "U"),  # file meta copy of SOPInstanceUID
-    ]
-)
+def _load_profile() -> tuple[ProfileAttribute, ...]:
+    """Table E.1-1 rows from the ``dicom-anonymizer`` package (a dependency): exact tags and masked repeating groups
+    (``(group, element, group_mask, element_mask)``)."""
+    from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as table
+
+    rows = []
+    for action, name in _ACTION_LISTS.items():
+        for entry in getattr(table, name):
+            group, element = int(entry[0]), int(entry[1])
+            mask = (int(entry[2]), int(entry[3])) if len(entry) == 4 else None
+            keyword = "" if mask else (pydicom.datadict.keyword_for_tag((group << 16) | element) or "")
+            rows.append(ProfileAttribute((group, element), keyword or f"({group:04X},{element:04X})", action, mask))
+    return tuple(rows)
+
+
+PS315_BASIC_PROFILE: tuple[ProfileAttribute, ...] = _load_profile()
+_EXACT = {(r.tag[0] << 16) | r.tag[1]: r for r in PS315_BASIC_PROFILE if r.mask is None}
+_MASKED = tuple(r for r in PS315_BASIC_PROFILE if r.mask is not None)
 
 # Instance UIDs a synthetic image must have (and that must be new).
 REQUIRED_NEW_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
@@ -214,12 +106,21 @@ MIN_CROSS_MATCH_LEN = 6
 
 
 def profile_tags(actions: Iterable[str] | None = None) -> dict[int, ProfileAttribute]:
-    """Profile rows keyed by the integer tag (``0xGGGGEEEE``), optionally only those whose action is in ``actions``."""
+    """Exact-tag profile rows keyed by the integer tag (``0xGGGGEEEE``), optionally only those whose action is in
+    ``actions`` (repeating-group rows: :func:`profile_row`)."""
     out = {}
     for row in PS315_BASIC_PROFILE:
-        if actions is None or row.action in set(actions):
+        if row.mask is None and (actions is None or row.action in set(actions)):
             out[(row.tag[0] << 16) | row.tag[1]] = row
     return out
+
+
+def profile_row(tag: int) -> ProfileAttribute | None:
+    """The profile row of an integer tag, repeating groups (``60xx``, ``50xx``) included; ``None`` if not listed."""
+    row = _EXACT.get(tag)
+    if row is not None:
+        return row
+    return next((r for r in _MASKED if r.matches(tag)), None)
 
 
 @dataclass(frozen=True)
@@ -287,7 +188,6 @@ def source_identifying_values(sources: Sequence) -> tuple[dict[int, set[str]], s
     Instance UIDs are the values of every UI element of the sources (at any nesting depth, file meta included) except
     class UIDs (``*ClassUID``, transfer syntax) and well-known DICOM UIDs (``1.2.840.10008.*``).
     """
-    profile = profile_tags()
     per_tag: dict[int, set[str]] = {}
     strings: set[str] = set()
     uids: set[str] = set()
@@ -298,7 +198,7 @@ def source_identifying_values(sources: Sequence) -> tuple[dict[int, set[str]], s
                 continue
             if el.VR == "UI" and _is_instance_uid(el):
                 uids.update(_norm(el.value))
-            if tag in profile:
+            if profile_row(tag) is not None:
                 vals = _norm(el.value)
                 per_tag.setdefault(tag, set()).update(vals)
                 strings.update(vals)
@@ -358,9 +258,11 @@ def check_deidentified(ds, sources: Sequence, check_private: bool = True) -> lis
     Returns:
         the violations (empty when ``ds`` passes).
     """
-    profile = profile_tags()
     per_tag, strings, uids = source_identifying_values(sources)
-    long_strings = {s for s in strings if len(s) >= MIN_CROSS_MATCH_LEN and not s.replace(".", "").isdigit()}
+    # numeric identifiers (a PatientID "20481234") count too; dotted numbers are UIDs, checked below
+    long_strings = {
+        s for s in strings if len(s) >= MIN_CROSS_MATCH_LEN and not (s.replace(".", "").isdigit() and "." in s)
+    }
     out: list[Violation] = []
     seen: set[tuple[str, int, str]] = set()
 
@@ -387,9 +289,10 @@ def check_deidentified(ds, sources: Sequence, check_private: bool = True) -> lis
                 if v in uids:
                     add(Violation("reused_uid", kw, tag, v, f"{kw} {el.tag} reuses the source UID {v!r}."))
             continue
-        same_tag = [v for v in values if tag in profile and v in per_tag.get(tag, ())]
+        row = profile_row(tag)
+        same_tag = [v for v in values if row is not None and v in per_tag.get(tag, ())]
         for v in same_tag:
-            msg = f"{kw} {el.tag} (PS3.15 action {profile[tag].action}) holds the source value {v!r}."
+            msg = f"{kw} {el.tag} (PS3.15 action {row.action}) holds the source value {v!r}."
             add(Violation("source_value", kw, tag, v, msg))
         if el.VR in _TEXT_VRS and values and not same_tag:
             text = max(values, key=len)
@@ -403,3 +306,26 @@ def check_deidentified(ds, sources: Sequence, check_private: bool = True) -> lis
     for v in _check_markers(ds):
         add(v)
     return out
+
+
+def exclude_burned_in(paths: Sequence, what: str = "images") -> tuple[list, list]:
+    """Split DICOM ``paths`` into ``(kept, excluded)``: files with ``BurnedInAnnotation`` YES carry identifying text
+    in their pixels (names, dates, IDs burned into the image), which no header de-identification removes, so they are
+    excluded from training and guidance with a warning that lists them. Non-DICOM and unreadable paths are kept (their
+    readers report problems).
+    """
+    kept, excluded = [], []
+    for p in paths:
+        flag = ""
+        try:
+            ds = pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["BurnedInAnnotation"])
+            flag = str(getattr(ds, "BurnedInAnnotation", "") or "").strip().upper()
+        except Exception:  # not DICOM or unreadable: leave it to the reader
+            flag = ""
+        (excluded if flag == "YES" else kept).append(p)
+    if excluded:
+        logger.warning(
+            "excluded %d %s marked BurnedInAnnotation=YES (identifying text in the pixels): %s",
+            len(excluded), what, ", ".join(str(p) for p in excluded[:20]) + (" ..." if len(excluded) > 20 else ""),
+        )  # fmt: skip
+    return kept, excluded

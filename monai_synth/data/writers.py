@@ -127,13 +127,17 @@ def write_synthetic_dicom(
     instance_number: int = 1,
     modality: str = "OT",
     series_description: str = "SYNTHETIC diffusion samples",
+    patient_id: str = "SYNTHETIC",
+    uid_root: str | None = None,
 ) -> Path:
     """8-bit Secondary Capture DICOM, marked derived/synthetic, with no identifiers from any real study.
 
-    Markers: ImageType ``DERIVED\\SECONDARY``, ConversionType ``SYN`` (synthetic image), PatientName and PatientID
-    ``SYNTHETIC``, PatientIdentityRemoved ``YES``, DeidentificationMethod (a synthetic note), BurnedInAnnotation
-    ``NO``, and a fresh SOP Instance UID (``pydicom.uid.generate_uid``). Study and Series UIDs are passed in so that
-    one generation run forms one study with one series per class.
+    Markers a PACS user sees: PatientName ``SYNTHETIC^<patient_id>``, ImageComments and SeriesDescription starting
+    with ``SYNTHETIC``, ImageType ``DERIVED\\SECONDARY``, ConversionType ``SYN`` (synthetic image),
+    PatientIdentityRemoved ``YES``, DeidentificationMethod (a synthetic note), BurnedInAnnotation ``NO``, and a fresh
+    SOP Instance UID under ``uid_root`` (``pydicom.uid.generate_uid``). Study and Series UIDs and the pseudonymous
+    ``patient_id`` are passed in, so that one generation run is one "patient" and one study with one series per
+    class (:func:`monai_synth.engines.generate_dataset` draws them per run; a PACS never merges two runs).
 
     Args:
         image01: ``(1, H, W)`` or ``(H, W)`` in [0, 1].
@@ -143,7 +147,10 @@ def write_synthetic_dicom(
         class_name: class name, stored in ImageComments.
         instance_number: InstanceNumber.
         modality: DICOM Modality (``"OT"`` other by default).
-        series_description: SeriesDescription.
+        series_description: SeriesDescription (``SYNTHETIC`` is prefixed when missing).
+        patient_id: pseudonymous PatientID of the run (a random id, never a real patient's).
+        uid_root: UID prefix for the SOP Instance UID (your organisation's root, ending with ``.``); default
+            pydicom's.
     """
     if not has_pydicom:
         raise ImportError("write_synthetic_dicom needs pydicom: pip install pydicom.")
@@ -151,7 +158,7 @@ def write_synthetic_dicom(
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     arr = to_uint8(_as_2d(image01, "write_synthetic_dicom"))
-    sop_uid = generate_uid()
+    sop_uid = generate_uid(prefix=uid_root) if uid_root else generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE_SOP_CLASS
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -166,8 +173,8 @@ def write_synthetic_dicom(
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.ConversionType = "SYN"
     ds.Modality = modality
-    ds.PatientName = "SYNTHETIC"
-    ds.PatientID = "SYNTHETIC"
+    ds.PatientName = f"SYNTHETIC^{patient_id}" if patient_id != "SYNTHETIC" else "SYNTHETIC"
+    ds.PatientID = str(patient_id)
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
     ds.PatientIdentityRemoved = "YES"
@@ -180,8 +187,10 @@ def write_synthetic_dicom(
     ds.ReferringPhysicianName = ""
     ds.SeriesNumber = 1 if label is None else int(label) + 1
     ds.InstanceNumber = int(instance_number)
-    ds.SeriesDescription = series_description
-    comment = "SYNTHETIC"
+    ds.SeriesDescription = series_description if series_description.upper().startswith("SYNTHETIC") else (
+        f"SYNTHETIC {series_description}"
+    )
+    comment = "SYNTHETIC IMAGE, not a patient (monai_synth)"
     if label is not None:
         comment += f"; label={int(label)}"
     if class_name is not None:

@@ -184,15 +184,24 @@ def plan_class_counts(
     return counts
 
 
-def _dicom_uids(out_dir: Path, num_classes: int) -> dict:
+def _dicom_uids(out_dir: Path, num_classes: int, uid_root: str | None = None) -> dict:
+    """The run's Study and per-class Series UIDs and its pseudonymous PatientID (``dicom_uids.json``, kept on
+    resume): every run is its own "patient", so a PACS never merges two runs into one."""
+    import secrets
+
     from pydicom.uid import generate_uid
 
     uid_file = out_dir / "dicom_uids.json"
     if uid_file.is_file():
         uids = json.loads(uid_file.read_text())
-        if len(uids.get("series", [])) == num_classes:
+        if len(uids.get("series", [])) == num_classes and "patient_id" in uids:
             return uids
-    uids = {"study": generate_uid(), "series": [generate_uid() for _ in range(num_classes)]}
+
+    def new() -> str:
+        return generate_uid(prefix=uid_root) if uid_root else generate_uid()
+
+    uids = {"study": new(), "series": [new() for _ in range(num_classes)], "patient_id": f"SYN{secrets.token_hex(6)}",
+            "uid_root": uid_root}  # fmt: skip
     with atomic_path(uid_file) as tmp:
         tmp.write_text(json.dumps(uids, indent=2))
     return uids
@@ -223,6 +232,7 @@ def generate_dataset(
     autoencoder: torch.nn.Module | None = None,
     scale_factor: float = 1.0,
     near_copy_filter: NearCopyFilter | None = None,
+    uid_root: str | None = None,
 ) -> GenerationResult:
     """Sample ``counts[c]`` images of every class with classifier-free guidance and write them with a datalist.
 
@@ -251,6 +261,8 @@ def generate_dataset(
         near_copy_filter: checks every candidate against the training images before it is written (module
             docstring; :func:`~monai_synth.engines.build_near_copy_filter`). ``None`` switches the check off: the
             images are written unchecked, with a warning, and ``privacy_report.json`` says so.
+        uid_root: DICOM UID prefix of your organisation (ending with ``.``) for the Study/Series/SOP UIDs of DICOM
+            output; default pydicom's root. Each run also gets a random pseudonymous PatientID (``dicom_uids.json``).
 
     Returns:
         a :class:`GenerationResult`.
@@ -258,6 +270,7 @@ def generate_dataset(
     counts = plan_class_counts(num_per_class, class_ratio, total, num_classes)
     n_cls = len(counts)
     fmts, names = _check_generation_args(formats, batch_size, class_names, n_cls, guidance_scale)
+    _check_uid_root(uid_root)
     spatial = (int(image_size),) * 2 if isinstance(image_size, int) else tuple(int(s) for s in image_size)
     sample_shape = _sample_shape(model, autoencoder, int(in_channels), spatial)
     out = ensure_writable_dir(out_dir).resolve()  # datalists hold paths relative to their folder
@@ -283,7 +296,7 @@ def generate_dataset(
 
     with FolderLock(out, "generate_dataset"):  # a second process gets a clear error, not a mixed folder
         _check_manifest(out, settings)
-        uids = _dicom_uids(out, n_cls) if "dicom" in fmts else None
+        uids = _dicom_uids(out, n_cls, uid_root) if "dicom" in fmts else None
         result = _generate_batches(draw, out, fmts, names, counts, int(batch_size), progress, near_copy_filter, uids)
     logger.info("generated %d files (%d existed) in %s", result.written, result.skipped, out)
     return result
@@ -406,6 +419,19 @@ def _write_datalists(
             result.items = items
 
 
+def _check_uid_root(uid_root: str | None) -> None:
+    """A DICOM UID root: dot-separated numbers without leading zeros, ending with ``.``, at most 54 characters."""
+    import re
+
+    if uid_root is not None and (
+        len(uid_root) > 54 or not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.", uid_root)
+    ):
+        raise ValueError(
+            f"`uid_root` {uid_root!r} is not a DICOM UID root: digits in dot-separated parts without leading zeros, "
+            "ending with '.', at most 54 characters (e.g. '1.2.826.0.1.3680043.10.543.')."
+        )
+
+
 def _check_generation_args(
     formats: Sequence[str], batch_size: int, class_names: Sequence[str] | None, n_cls: int, guidance_scale: float
 ) -> tuple[list[Any], list[str]]:
@@ -508,7 +534,8 @@ def _write_batch(
         kwargs = None
         if f == "dicom":
             kwargs = {"study_uid": uids["study"], "series_uid": uids["series"][c], "label": c,
-                      "class_name": names[c], "instance_number": i + 1}  # fmt: skip
+                      "class_name": names[c], "instance_number": i + 1, "patient_id": uids["patient_id"],
+                      "uid_root": uids.get("uid_root")}  # fmt: skip
         paths[f][i].parent.mkdir(parents=True, exist_ok=True)
         write_image(images[i - idx[0]], paths[f][i], f, dicom_kwargs=kwargs)
     return len(missing)

@@ -118,7 +118,7 @@ def test_recipe_is_the_source_of_training_and_sampling_values():
 def test_train_resume_sample_end_to_end(tmp_path, monkeypatch):
     train(tmp_path)
     ckpts = tmp_path / "outputs" / "checkpoints"
-    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint_epoch00001.pt"]
+    assert sorted(p.name for p in ckpts.iterdir() if not p.name.startswith(".")) == ["checkpoint_epoch00001.pt"]
     assert (tmp_path / "outputs" / "grids" / "samples_epoch00001.png").is_file()
     assert len(list((tmp_path / "outputs" / "demo_data").rglob("*.dcm"))) == 8  # demo written under output_dir
     train(tmp_path, **{"recipe#epochs": 2})  # resumes at epoch 1 and runs one more epoch

@@ -155,7 +155,7 @@ def test_generate_dicom_and_nifti(tmp_path):
     source = pydicom.dcmread(_real_like_source(tmp_path))
     for ds in datasets:
         assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
-        assert ds.PatientName == "SYNTHETIC" and ds.PatientID == "SYNTHETIC"
+        assert str(ds.PatientName) == f"SYNTHETIC^{ds.PatientID}" and ds.PatientID.startswith("SYN")
         assert ds.BurnedInAnnotation == "NO" and ds.PatientIdentityRemoved == "YES"
         assert "SYNTHETIC" in ds.DeidentificationMethod
         assert ds.pixel_array.shape == (8, 8) and ds.pixel_array.dtype == np.uint8

@@ -218,8 +218,10 @@ def test_guided_sample_pairs_and_outputs(tmp_path):
     assert (a[:, 0, 6:10, 6:10].mean(dim=(1, 2)) > a[:, 0, :, :3].mean(dim=(1, 2)) + 0.5).all()
     plain = run_guided_sampling(model, sched, anat, path, tmp_path / "plain", num_samples=2, num_inference_steps=5)
     assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == sorted(
-        f"sample_000{i}{s}" for i in range(2) for s in (".png", ".json", "_mask.png")
-    )  # by default no real pixels: samples, masks and sidecars only
+        [f"sample_000{i}{s}" for i in range(2) for s in (".png", ".json", "_mask.png")] + ["privacy_report.json"]
+    )  # by default no real pixels: samples, masks, sidecars and the privacy report only
+    report = json.loads((tmp_path / "plain" / "privacy_report.json").read_text())
+    assert report["checked"] is False and "patient-derived by design" in report["warning"]
     assert not (tmp_path / "plain_REAL_references").exists() and len(plain) == 2
     with pytest.raises(FileNotFoundError, match="write_references"):
         save_montage(tmp_path / "plain", tmp_path / "m0.png")
@@ -232,7 +234,7 @@ def test_guided_sample_pairs_and_outputs(tmp_path):
     assert rec["pathology_reference"] == reference_id("p") and rec["pathology_reference"].startswith("ref-")
     assert rec["patient_derived"] is True and not list(out.glob("anatomy_*"))
     refs = tmp_path / "samples_REAL_references"
-    assert (refs / "anatomy_0001.png").is_file()
+    assert (refs / "anatomy_0001.png").is_file() and (refs / "anatomy_0001.png").stat().st_mode & 0o077 == 0
     ids = (refs / "reference_ids.csv").read_text().splitlines()
     assert (
         ids[0] == "id,file"

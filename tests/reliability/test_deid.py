@@ -24,19 +24,33 @@ PATIENT_ID = "RELI-PAT-0042"
 
 
 # ------------------------------------------------------------------------------------------------ table
-def test_profile_table_is_consistent_with_the_dicom_dictionary():
-    assert len(PS315_BASIC_PROFILE) >= 50
-    tags = [r.tag for r in PS315_BASIC_PROFILE]
+def test_profile_table_is_the_whole_standard_table():
+    """The whole Table E.1-1 of the cited edition (issue 13 named rows our hand-written subset lacked)."""
+    from monai_synth.data.deid import PROFILE_EDITION, profile_row
+
+    assert len(PS315_BASIC_PROFILE) >= 600 and "PS3.15" in PROFILE_EDITION and "2026" in PROFILE_EDITION
+    tags = [(r.tag, r.mask) for r in PS315_BASIC_PROFILE]
     assert len(set(tags)) == len(tags), "duplicate rows"
     for row in PS315_BASIC_PROFILE:
         assert row.action in ACTIONS, row
-        assert keyword_for_tag((row.tag[0] << 16) | row.tag[1]) == row.keyword, row
+        known = keyword_for_tag((row.tag[0] << 16) | row.tag[1])
+        if known and row.mask is None:
+            assert known == row.keyword, row
+    keywords = {r.keyword for r in PS315_BASIC_PROFILE}
+    for kw in ("SourceImageSequence", "IconImageSequence", "ReferencedPatientPhotoSequence", "ConsultingPhysicianName",
+               "PlacerOrderNumberImagingServiceRequest", "FillerOrderNumberImagingServiceRequest",
+               "PerformingPhysicianIdentificationSequence", "OperatorIdentificationSequence",
+               "ReferringPhysicianIdentificationSequence"):  # fmt: skip
+        assert kw in keywords, kw
+    for tag in (0x60003000, 0x60023000, 0x601E4000, 0x50000000):  # overlay data / comments, curve data: 60xx, 50xx
+        assert profile_row(tag) is not None and profile_row(tag).mask is not None, hex(tag)
+    assert profile_row(0x60003001) is None and profile_row(0x00280010) is None  # not in the table: Rows
 
 
 @pytest.mark.parametrize(
     "keyword,action",
     [
-        ("PatientName", "Z"), ("PatientID", "Z"), ("PatientBirthDate", "Z"), ("PatientSex", "Z"),
+        ("PatientName", "Z"), ("PatientID", "Z/D"), ("PatientBirthDate", "Z"), ("PatientSex", "Z"),
         ("PatientAge", "X"), ("OtherPatientIDs", "X"), ("AccessionNumber", "Z"), ("StudyDate", "Z"),
         ("StudyTime", "Z"), ("StudyID", "Z"), ("ReferringPhysicianName", "Z"), ("InstitutionName", "X/Z/D"),
         ("InstitutionAddress", "X"), ("OperatorsName", "X/Z/D"), ("PerformingPhysicianName", "X"),
@@ -74,16 +88,27 @@ def _value_for(vr: str, k: int):
         return f"ID{k:03d}-{PATIENT_ID[-4:]}"
     if vr == "UI":
         return generate_uid()
+    if vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+        raw = f"{PATIENT_ID} attr{k}".encode()
+        return raw + b" " * (len(raw) % 2)
+    if vr in ("SV", "UV"):
+        return 3
+    if vr == "AT":
+        return 0x00100020
     return f"{PATIENT_ID} attr{k} St Elsewhere Hospital"  # LO, LT, ST, UT, UC, UN ...
 
 
 def fill_profile(ds: Dataset) -> Dataset:
-    """Set every attribute of the profile table on ``ds`` (sequences get one item with identifying content)."""
+    """Set every attribute of the profile table on ``ds`` (sequences get one item with identifying content; tags
+    not in pydicom's dictionary are skipped; for repeating groups the first group, e.g. overlay 6000)."""
     for k, row in enumerate(PS315_BASIC_PROFILE):
         tag = (row.tag[0] << 16) | row.tag[1]
-        if row.tag[0] == 0x0002:
+        if row.tag[0] in (0x0000, 0x0002) or (row.mask is not None and row.tag[0] == 0x5000):  # command, meta, curve
             continue
-        vr = dictionary_VR(tag).split(" or ")[0]
+        try:
+            vr = dictionary_VR(tag).split(" or ")[0]
+        except KeyError:
+            continue
         if vr == "SQ":
             item = Dataset()
             item.ReferencedSOPClassUID = ds.SOPClassUID
@@ -131,12 +156,21 @@ def test_source_checked_against_itself_violates_everything(sources):
     v = check_deidentified(sources[0], sources)
     kinds = {x.kind for x in v}
     assert {"source_value", "reused_uid", "private_tag", "missing_marker"} <= kinds
-    flagged = {x.keyword for x in v if x.kind == "source_value"}
-    # every non-sequence, non-UID profile attribute set by fill_profile is reported
-    expected = {
-        r.keyword for r in PS315_BASIC_PROFILE if r.action != "U" and dictionary_VR((r.tag[0] << 16) | r.tag[1]) != "SQ"
-    }
-    assert expected <= flagged, sorted(expected - flagged)
+    flagged = {x.tag for x in v if x.kind == "source_value"}
+    # every non-sequence, non-UID profile attribute set by fill_profile is reported (overlay 60xx included)
+    expected = set()
+    for r in PS315_BASIC_PROFILE:
+        tag = (r.tag[0] << 16) | r.tag[1]
+        if r.tag[0] in (0x0000, 0x0002) or (r.mask is not None and r.tag[0] == 0x5000):
+            continue
+        try:
+            vr = dictionary_VR(tag).split(" or ")[0]
+        except KeyError:
+            continue
+        if vr not in ("SQ", "UI"):
+            expected.add(tag)
+    assert 0x60003000 in expected and len(expected) > 400
+    assert expected <= flagged, sorted(hex(t) for t in expected - flagged)
     reused = {x.keyword for x in v if x.kind == "reused_uid"}
     assert {"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"} <= reused
     assert "ReferencedSOPInstanceUID" in reused  # nested in a sequence
@@ -299,3 +333,80 @@ def test_checker_does_not_mutate_inputs(sources, tmp_path):
     before = copy.deepcopy(sources[0])
     check_deidentified(_clean_synthetic(tmp_path), sources)
     assert sources[0] == before
+
+
+# ------------------------------------------------------------------------------------------------ issue 13
+def test_numeric_identifiers_copied_elsewhere_are_found(sources, tmp_path):
+    """Digit-only identifiers (many hospitals' PatientIDs) used to be skipped by the cross-attribute match."""
+    src = copy.deepcopy(sources[0])
+    src.PatientID = "20481234"
+    ds = _clean_synthetic(tmp_path)
+    ds.SeriesDescription = "SYNTHETIC from 20481234"
+    v = check_deidentified(ds, [src])
+    assert [(x.kind, x.keyword, x.value) for x in v] == [("source_value_elsewhere", "SeriesDescription", "20481234")]
+
+
+def _generate_dicom(out, **kw):
+    from monai_synth.engines import build_scheduler, generate_dataset
+
+    return generate_dataset(
+        tiny_unet(), build_scheduler("ddim", num_train_timesteps=10), out, num_per_class=1, num_classes=2,
+        image_size=8, formats=("dicom",), num_inference_steps=2, progress=False, **kw,
+    )  # fmt: skip
+
+
+def test_each_run_is_its_own_pseudonymous_patient_under_the_uid_root(tmp_path):
+    root = "1.2.826.0.1.3680043.10.543."
+    _generate_dicom(tmp_path / "a", uid_root=root)
+    _generate_dicom(tmp_path / "b")
+    a = [pydicom.dcmread(p) for p in sorted((tmp_path / "a").rglob("*.dcm"))]
+    b = [pydicom.dcmread(p) for p in sorted((tmp_path / "b").rglob("*.dcm"))]
+    ids_a, ids_b = {d.PatientID for d in a}, {d.PatientID for d in b}
+    assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a != ids_b and ids_a != {"SYNTHETIC"}
+    pid = next(iter(ids_a))
+    assert pid.startswith("SYN") and str(a[0].PatientName) == f"SYNTHETIC^{pid}"
+    assert len({d.StudyInstanceUID for d in a}) == 1 and {d.StudyInstanceUID for d in a} != {
+        d.StudyInstanceUID for d in b
+    }
+    for d in a:  # every UID under the configured root, markers a PACS user sees
+        assert all(str(u).startswith(root) for u in (d.StudyInstanceUID, d.SeriesInstanceUID, d.SOPInstanceUID))
+        assert str(d.ImageComments).startswith("SYNTHETIC") and str(d.SeriesDescription).startswith("SYNTHETIC")
+        assert d.PatientIdentityRemoved == "YES" and "SYNTHETIC" in str(d.DeidentificationMethod)
+    uids = json.loads((tmp_path / "a" / "dicom_uids.json").read_text())
+    assert uids["patient_id"] == pid and uids["uid_root"] == root
+    (tmp_path / "a" / "dicom" / "class_0" / "synth_000000.dcm").unlink()
+    _generate_dicom(tmp_path / "a", uid_root=root)  # a resume keeps the run's patient and study
+    again = pydicom.dcmread(tmp_path / "a" / "dicom" / "class_0" / "synth_000000.dcm")
+    assert again.PatientID == pid and again.StudyInstanceUID == a[0].StudyInstanceUID
+
+
+@pytest.mark.parametrize("root", ["1.2.3", "1.02.3.", "abc.", "1." * 30])
+def test_a_bad_uid_root_is_refused_before_anything_is_written(tmp_path, root):
+    with pytest.raises(ValueError, match="uid_root"):
+        _generate_dicom(tmp_path / "x", uid_root=root)
+    assert not (tmp_path / "x").exists() or not list((tmp_path / "x").rglob("*"))
+
+
+def test_burned_in_annotation_inputs_are_excluded_with_a_warning(filled_inputs, tmp_path, caplog):
+    import logging
+
+    from monai_synth.apps.guided import list_dicom_files
+    from monai_synth.data import dicom_folder_datalist
+
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for i, src in enumerate(filled_inputs):
+        ds = pydicom.dcmread(src)
+        ds.BurnedInAnnotation = "YES" if i == 0 else "NO"
+        ds.save_as(folder / f"s{i}.dcm")
+    with caplog.at_level(logging.WARNING):
+        assert [p.name for p in list_dicom_files(folder)] == ["s1.dcm"]
+    assert "BurnedInAnnotation=YES" in caplog.text and "s0.dcm" in caplog.text
+    (tmp_path / "labels.csv").write_text("id,label\ns0,0\ns1,1\n")
+    dl = dicom_folder_datalist(folder, tmp_path / "labels.csv")
+    assert [it["id"] for it in dl.items] == ["s1"]
+    ds = pydicom.dcmread(folder / "s1.dcm")
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(folder / "s1.dcm")
+    with pytest.raises(ValueError, match="BurnedInAnnotation"):
+        list_dicom_files(folder)

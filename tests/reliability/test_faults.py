@@ -242,3 +242,113 @@ def test_generation_killed_leaves_no_half_written_images_and_rerun_completes(tmp
     assert ref.keys() == final.keys()
     for name in ref:
         np.testing.assert_array_equal(final[name], ref[name], err_msg=name)
+
+
+# ------------------------------------------------------------------------------------------------ 20 random kills
+# Issue 13: SIGKILL at 20 random points spread over training (8), generation with near-copy filtering (6), the study
+# (4) and its comparison (2); after each phase is resumed to the end, the result equals an uninterrupted run's.
+KILL_SEED = 20261202
+
+
+def _kill_after(p: Proc, marker, n: int, delay: float) -> None:
+    """SIGKILL ``p`` after ``n`` lines starting with ``marker`` and ``delay`` seconds."""
+    for _ in range(n):
+        p.wait_for(lambda line: line.startswith(marker))
+    time.sleep(delay)
+    p.kill()
+
+
+def test_training_killed_at_eight_random_points_resumes_to_the_same_state(tmp_path):
+    rng = np.random.default_rng(KILL_SEED)
+    max_epochs, ck = 24, tmp_path / "ck"
+    for _ in range(8):
+        p = Proc("tiny_train.py", ck, max_epochs)
+        _kill_after(p, "EPOCH", int(rng.integers(1, 3)), float(rng.uniform(0.0, 0.03)))
+        latest = latest_checkpoint(ck)
+        assert latest is not None and int(safe_torch_load(latest)["trainer"]["epoch"]) < max_epochs
+    assert Proc("tiny_train.py", ck, max_epochs).finish() == 0
+    final = safe_torch_load(checkpoint_path(ck, max_epochs))
+    _module("tiny_train").make_trainer(tmp_path / "ref", max_epochs).run()
+    ref = safe_torch_load(checkpoint_path(tmp_path / "ref", max_epochs))
+    assert final["trainer"] == ref["trainer"]
+    for key in ("network", "optimizer", "ema"):
+        _assert_same_state(final[key], ref[key], key)
+
+
+def test_filtered_generation_killed_at_six_random_points_equals_an_uninterrupted_run(tmp_path):
+    from monai_synth.engines.generate import generate_dataset
+
+    rng = np.random.default_rng(KILL_SEED + 1)
+    script = _module("tiny_generate")
+    model, sched = script.make_model_and_scheduler()
+    plain = generate_dataset(model, sched, tmp_path / "plain", **{**script.KWARGS, "formats": ("png",)})
+    from monai_synth.data import load_image_2d
+
+    memorised = np.stack([load_image_2d(plain.items[i]["image"], rescale="dtype").numpy() for i in (1, 6, 11)])
+    refs = np.concatenate([memorised, rng.random((5, 1, 16, 16)).astype(np.float32)])
+    np.save(tmp_path / "refs.npy", refs)
+    model, sched = script.make_model_and_scheduler()
+    reference = generate_dataset(model, sched, tmp_path / "ref", **script.KWARGS,
+                                 near_copy_filter=script.make_filter(tmp_path / "refs.npy"))  # fmt: skip
+    assert sorted(reference.dropped) == [1, 6, 11]
+
+    out = tmp_path / "gen"
+    for _ in range(6):
+        p = Proc("tiny_generate.py", out, "--refs", tmp_path / "refs.npy")
+        _kill_after(p, "WROTE", int(rng.integers(1, 4)), float(rng.uniform(0.0, 0.03)))
+        assert not (out / "datalist.json").exists()
+        _decode_all(out)  # every file present decodes (no half-written image)
+    assert Proc("tiny_generate.py", out, "--refs", tmp_path / "refs.npy").finish() == 0
+    final, ref = _decode_all(out), _decode_all(tmp_path / "ref")
+    assert final.keys() == ref.keys()  # the dropped candidates were never written, as in the uninterrupted run
+    assert not [k for k in final if any(f"synth_{i:06d}" in k for i in (1, 6, 11))]
+    for name in ref:
+        np.testing.assert_array_equal(final[name], ref[name], err_msg=name)
+    assert (
+        json.loads((out / "generation.json").read_text())["dropped"]
+        == json.loads((tmp_path / "ref" / "generation.json").read_text())["dropped"]
+    )
+    flagged = [r["synthetic"] for r in json.loads((out / "privacy_report.json").read_text())["flagged"]]
+    assert sorted(flagged) == sorted(r["synthetic"] for r in reference.dropped.values())
+
+
+def _finished_metrics(out_dir: Path) -> dict[str, dict]:
+    from monai_synth.handlers.mlflow_extras import make_client
+
+    script = _module("tiny_study")
+    kw = script.study_kwargs(str(out_dir))
+    client = make_client(kw["tracking_uri"])
+    exp = client.get_experiment_by_name(kw["experiment"]).experiment_id
+    runs = [r for r in client.search_runs([exp]) if r.info.status == "FINISHED" and r.info.run_name != "s"]
+    names = [r.info.run_name for r in runs]
+    assert sorted(names) == ["run0", "run1", "run2"], names  # each config finished exactly once
+    return {r.info.run_name: {k: v for k, v in r.data.metrics.items() if k.startswith("test_")} for r in runs}
+
+
+def test_study_and_comparison_killed_at_six_random_points_equal_an_uninterrupted_study(tmp_path):
+    from monai_synth.apps.augmentation.study import run_study
+
+    rng = np.random.default_rng(KILL_SEED + 2)
+    out = tmp_path / "study"
+    for _ in range(4):  # during the classifier runs
+        p = Proc("tiny_study.py", out, "--compare")
+        _kill_after(p, "CREATED", int(rng.integers(1, 3)), float(rng.uniform(0.0, 1.0)))
+    compare_kills = 0
+    while compare_kills < 2:  # during the comparison (the runs finish first)
+        p = Proc("tiny_study.py", out, "--compare")
+        line = p.wait_for(lambda line: line in ("COMPARE", "DONE"))
+        assert line == "COMPARE"
+        time.sleep(float(rng.uniform(0.0, 0.3)))
+        p.kill()
+        compare_kills += 1
+    assert Proc("tiny_study.py", out, "--compare").finish() == 0
+
+    script = _module("tiny_study")
+    run_study(script.grid(), script.data(), **script.study_kwargs(str(tmp_path / "ref"), compare=True))
+    got, want = _finished_metrics(out), _finished_metrics(tmp_path / "ref")
+    for name in want:
+        assert got[name].keys() == want[name].keys()
+        for k in want[name]:
+            assert got[name][k] == pytest.approx(want[name][k], abs=1e-6), (name, k)
+    table = (out / "comparison" / "comparison.csv").read_text()
+    assert table == (tmp_path / "ref" / "comparison" / "comparison.csv").read_text()

@@ -64,19 +64,27 @@ class GuidedData:
 
 
 def list_dicom_files(path: PathLike) -> list[Path]:
-    """DICOM files of ``path``: a file, or every ``*.dcm`` below a folder (sorted).
+    """DICOM files of ``path``: a file, or every ``*.dcm`` below a folder (sorted), without the files marked
+    ``BurnedInAnnotation YES`` (identifying text in the pixels; :func:`monai_synth.data.deid.exclude_burned_in`
+    warns with the list).
 
     Raises:
-        ValueError: when ``path`` does not exist or holds no ``.dcm`` file.
+        ValueError: when ``path`` does not exist or holds no usable ``.dcm`` file.
     """
+    from monai_synth.data.deid import exclude_burned_in
+
     p = Path(path)
-    if p.is_file():
-        return [p]
-    if not p.is_dir():
+    if not p.exists():
         raise ValueError(f"DICOM path {str(p)!r} does not exist.")
-    files = sorted(f for f in p.rglob("*.dcm") if f.is_file())
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*.dcm") if f.is_file())
     if not files:
         raise ValueError(f"DICOM folder {str(p)!r} holds no *.dcm file.")
+    files, excluded = exclude_burned_in(files, "guidance references")
+    if not files:
+        raise ValueError(
+            f"every DICOM file of {str(p)!r} is marked BurnedInAnnotation=YES ({len(excluded)}): their pixels carry "
+            "identifying text, so none is used; remove the text (and the flag) first."
+        )
     return files
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from monai_synth.data.annotations import BoundingBox, boxes_to_mask
 from monai_synth.data.image_io import load_image_2d
 from monai_synth.data.ranges import to_unit_range
 from monai_synth.data.writers import to_uint8, write_png_uint8
+from monai_synth.engines.privacy import PRIVACY_REPORT, privacy_report, write_privacy_report
 from monai_synth.inferers.guidance import anatomy_pathology_guidance
 from monai_synth.inferers.sampling import sample
 from monai_synth.utils.io import PRIVATE_MODE, atomic_path
@@ -207,14 +209,24 @@ def run_guided_sampling(
         if refs.resolve() == out.resolve():
             raise ValueError("`reference_dir` must differ from `out_dir`: real reference images never go with samples.")
         refs.mkdir(parents=True, exist_ok=True)
-        for i in range(num_samples):
-            write_png_uint8(_to_uint8(pairs.anatomy[i]), refs / f"anatomy_{i:04d}.png")
-            write_png_uint8(_to_uint8(pairs.pathology[i]), refs / f"pathology_{i:04d}.png")
-            write_png_uint8(to_uint8(pairs.weight[i][0].numpy()), refs / f"weight_{i:04d}.png")
+        for i in range(num_samples):  # real patient pixels: owner-only files
+            for name, arr in ((f"anatomy_{i:04d}.png", _to_uint8(pairs.anatomy[i])),
+                              (f"pathology_{i:04d}.png", _to_uint8(pairs.pathology[i])),
+                              (f"weight_{i:04d}.png", to_uint8(pairs.weight[i][0].numpy()))):  # fmt: skip
+                os.chmod(write_png_uint8(arr, refs / name), PRIVATE_MODE)
         sources = sorted(set(pairs.anatomy_sources) | set(pairs.pathology_sources), key=str)
         with atomic_path(refs / "reference_ids.csv", PRIVATE_MODE) as tmp:
             tmp.write_text("id,file\n" + "".join(f"{reference_id(s)},{Path(s).name}\n" for s in sources))
-    return write_annotated_samples(x0, pairs.boxes, out, "sample", extra)
+    written = write_annotated_samples(x0, pairs.boxes, out, "sample", extra)
+    report = privacy_report(
+        None, len(written), None, filtered=False,
+        warning="NOT checked for near-copies: guided samples are patient-derived by design: each keeps the low spatial frequencies of a real "
+        "reference image (seed 001, Eqs. 3-5), so a near-copy filter against the references would flag them all. "
+        "Treat them as derived patient data (docs/privacy.md).",
+        references={"n_anatomy": len(set(pairs.anatomy_sources)), "n_pathology": len(set(pairs.pathology_sources))},
+    )  # fmt: skip
+    write_privacy_report(report, out / PRIVACY_REPORT)
+    return written
 
 
 def reference_id(source: PathLike | str) -> str:

@@ -1,6 +1,8 @@
 """Tiny generate_dataset run used by the SIGKILL fault test (not a test module).
 
-Usage: ``python tiny_generate.py OUT_DIR [--pause-at-replace N]``. Prints ``READY`` before sampling, ``WROTE <path>``
+Usage: ``python tiny_generate.py OUT_DIR [--pause-at-replace N] [--refs REFS.npy]``. With ``--refs`` the near-copy
+filter runs inside generation, with those ``(n, 1, H, W)`` images as the training set (threshold 0.99).
+Prints ``READY`` before sampling, ``WROTE <path>``
 after each image file and ``DONE`` at the end. With ``--pause-at-replace N`` the N-th atomic rename (``os.replace``)
 first truncates the finished temporary file to half its size, prints ``IN_WRITE`` and sleeps, so the parent can
 SIGKILL the process in the middle of writing an image.
@@ -31,10 +33,22 @@ def make_model_and_scheduler():
     return net.eval(), build_scheduler("ddim", num_train_timesteps=20)
 
 
+def make_filter(refs):
+    """The near-copy filter over the images saved in ``refs`` (None: no filter)."""
+    if refs is None:
+        return None
+    import numpy as np
+
+    from monai_synth.engines import build_near_copy_filter
+
+    return build_near_copy_filter(np.load(refs), threshold=0.99)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out_dir")
     parser.add_argument("--pause-at-replace", type=int, default=None)
+    parser.add_argument("--refs", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     from monai_synth.engines import generate
@@ -62,7 +76,7 @@ def main(argv=None) -> int:
         os.replace = replace
     model, sched = make_model_and_scheduler()
     print("READY", flush=True)
-    generate.generate_dataset(model, sched, args.out_dir, **KWARGS)
+    generate.generate_dataset(model, sched, args.out_dir, **KWARGS, near_copy_filter=make_filter(args.refs))
     print("DONE", flush=True)
     return 0
 
