@@ -294,10 +294,11 @@ def test_filtered_generation_killed_at_six_random_points_equals_an_uninterrupted
 
     out = tmp_path / "gen"
     for _ in range(6):
-        p = Proc("tiny_generate.py", out, "--refs", tmp_path / "refs.npy")
-        _kill_after(p, "WROTE", int(rng.integers(1, 4)), float(rng.uniform(0.0, 0.03)))
-        assert not (out / "datalist.json").exists()
-        _decode_all(out)  # every file present decodes (no half-written image)
+        p = Proc("tiny_generate.py", out, "--refs", tmp_path / "refs.npy", "--write-delay", 0.1)
+        _kill_after(p, "WROTE", int(rng.integers(1, 4)), float(rng.uniform(0.0, 0.08)))
+        present = _decode_all(out)  # every file present decodes (no half-written image)
+        if (out / "datalist.json").exists():  # only a run that wrote its last file may have finished
+            assert present.keys() == _decode_all(tmp_path / "ref").keys()
     assert Proc("tiny_generate.py", out, "--refs", tmp_path / "refs.npy").finish() == 0
     final, ref = _decode_all(out), _decode_all(tmp_path / "ref")
     assert final.keys() == ref.keys()  # the dropped candidates were never written, as in the uninterrupted run
@@ -350,5 +351,10 @@ def test_study_and_comparison_killed_at_six_random_points_equal_an_uninterrupted
         assert got[name].keys() == want[name].keys()
         for k in want[name]:
             assert got[name][k] == pytest.approx(want[name][k], abs=1e-6), (name, k)
-    table = (out / "comparison" / "comparison.csv").read_text()
-    assert table == (tmp_path / "ref" / "comparison" / "comparison.csv").read_text()
+    import csv
+
+    def table(folder: Path) -> list[dict]:  # the comparison without the MLflow run ids (new ids per run)
+        rows = list(csv.DictReader((folder / "comparison" / "comparison.csv").read_text().splitlines()))
+        return [{k: v for k, v in r.items() if "run" not in k.lower()} for r in rows]
+
+    assert table(out) == table(tmp_path / "ref") and len(table(out)) == 3

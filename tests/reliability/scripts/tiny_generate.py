@@ -1,7 +1,8 @@
 """Tiny generate_dataset run used by the SIGKILL fault test (not a test module).
 
 Usage: ``python tiny_generate.py OUT_DIR [--pause-at-replace N] [--refs REFS.npy]``. With ``--refs`` the near-copy
-filter runs inside generation, with those ``(n, 1, H, W)`` images as the training set (threshold 0.99).
+filter runs inside generation, with those ``(n, 1, H, W)`` images as the training set (threshold 0.99);
+``--write-delay S`` sleeps after each written file, so kills land between files.
 Prints ``READY`` before sampling, ``WROTE <path>``
 after each image file and ``DONE`` at the end. With ``--pause-at-replace N`` the N-th atomic rename (``os.replace``)
 first truncates the finished temporary file to half its size, prints ``IN_WRITE`` and sleeps, so the parent can
@@ -49,6 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("out_dir")
     parser.add_argument("--pause-at-replace", type=int, default=None)
     parser.add_argument("--refs", default=None)
+    parser.add_argument("--write-delay", type=float, default=0.0, help="seconds to sleep after each written file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     from monai_synth.engines import generate
@@ -58,6 +60,7 @@ def main(argv=None) -> int:
     def write_image(image, path, fmt, dicom_kwargs=None):
         out = real_write(image, path, fmt, dicom_kwargs=dicom_kwargs)
         print(f"WROTE {path}", flush=True)
+        time.sleep(args.write_delay)  # lets a SIGKILL land between two files
         return out
 
     generate.write_image = write_image
