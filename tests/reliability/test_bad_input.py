@@ -827,6 +827,36 @@ def mlflow_plain_http_remote(env: Env) -> Case:
     return Case(lambda: resolve_tracking_uri("http://mlflow.example.org:5000"), ValueError, ("http", "https"))
 
 
+def audit_datalist_not_json(env: Env) -> Case:
+    from monai_synth.privacy.audit import AuditInputError, audit_folders
+
+    dl = env.tmp / "in" / "synthetic.json"
+    dl.parent.mkdir(parents=True, exist_ok=True)
+    dl.write_text("{'training': [")
+    return Case(lambda: audit_folders(dl, dl, threshold=0.9), AuditInputError, ("synthetic.json", "datalist"))
+
+
+def audit_truncated_png(env: Env) -> Case:
+    from monai_synth.data.writers import write_png
+    from monai_synth.privacy.audit import AuditInputError, audit_folders
+
+    folder = env.tmp / "in" / "syn"
+    folder.mkdir(parents=True)
+    p = write_png(np.random.default_rng(0).random((1, 32, 32)).astype(np.float32), folder / "cut.png")
+    p.write_bytes(p.read_bytes()[:60])
+    return Case(lambda: audit_folders(folder, folder, threshold=0.9), AuditInputError, ("cut.png", "cannot read"))
+
+
+def dicom_png_named_dcm(env: Env) -> Case:
+    from monai_synth.data.writers import write_png
+
+    folder = env.tmp / "in"
+    folder.mkdir(parents=True)
+    png = write_png(np.zeros((1, 8, 8), np.float32), folder / "x.png")
+    p = png.rename(folder / "image.dcm")
+    return Case(lambda: load_dicom(p), DicomReadError, ("image.dcm", "not a readable DICOM"))
+
+
 CASES: dict[str, Callable[[Env], Case]] = {
     f.__name__: f
     for f in (
@@ -916,6 +946,9 @@ CASES: dict[str, Callable[[Env], Case]] = {
         near_copy_items_of_mixed_size,
         near_copy_splits_without_holdout,
         mlflow_plain_http_remote,
+        audit_datalist_not_json,
+        audit_truncated_png,
+        dicom_png_named_dcm,
     )
 }
 
