@@ -220,9 +220,9 @@ def run_guided_sampling(
     written = write_annotated_samples(x0, pairs.boxes, out, "sample", extra)
     report = privacy_report(
         None, len(written), None, filtered=False,
-        warning="NOT checked for near-copies: guided samples are patient-derived by design: each keeps the low spatial frequencies of a real "
-        "reference image (seed 001, Eqs. 3-5), so a near-copy filter against the references would flag them all. "
-        "Treat them as derived patient data (docs/privacy.md).",
+        warning="NOT checked for near-copies: guided samples are patient-derived by design: each keeps the low "
+        "spatial frequencies of a real reference image (seed 001, Eqs. 3-5), so a near-copy filter against the "
+        "references would flag them all. Treat them as derived patient data (docs/privacy.md).",
         references={"n_anatomy": len(set(pairs.anatomy_sources)), "n_pathology": len(set(pairs.pathology_sources))},
     )  # fmt: skip
     write_privacy_report(report, out / PRIVACY_REPORT)
