@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--fid-images", type=int, default=1000)
     parser.add_argument("--no-fid", action="store_true")
+    parser.add_argument(
+        "--fid-dims", type=int, nargs="+", default=[2048], help="Inception FID dimension(s): 64 192 768 2048"
+    )
     parser.add_argument("--recipe", nargs="*", default=[], help="DiffusionRecipe overrides, key=value")
     parser.add_argument("--work-dir", default="./outputs/utility")
     parser.add_argument("--tracking-uri", default=None)
@@ -158,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
         experiment="synthetic_utility",
         fid=not args.no_fid,
         fid_max_images=args.fid_images,
+        fid_dims=args.fid_dims,
         device=args.device,
         progress=sys.stderr.isatty(),
     )
@@ -176,6 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
         "fid_synth_test": fid.get("fid_synth_test"),
         "fid_train_test": fid.get("fid_train_test"),
         "fid_ratio": fid.get("fid_ratio"),
+        "fid_dims": fid.get("dims"),
+        "fid_by_dims": fid.get("by_dims"),
         "classifier_seeds": seeds,
         "runs": summary["runs"],
         "recipe": summary["recipe"],

@@ -300,13 +300,18 @@ def table1_evaluation(
     extractor: Callable[[torch.Tensor], torch.Tensor] | None = None,
     kid_subset_size: int = 100,
     kid_subsets: int = 50,
+    fid_dims: int = 2048,
 ) -> EvaluationTable:
     """The seed 000 Table 1 comparison: real train vs real test, synthetic vs each, and each vs an out-of-domain set.
 
     Seed 000 used FashionMNIST as the out-of-domain reference; pass any set you have (rows with it are left out
     when ``out_of_domain`` is ``None``). Sets are subsampled to ``max_images`` (seed 000: 1k; FID is biased upwards
-    at small N, so compare rows with equal N only) and resized to the real training images' size.
+    at small N, so compare rows with equal N only) and resized to the real training images' size. Without an
+    ``extractor`` FID/KID use the Inception features of dimension ``fid_dims`` (64, 192, 768 or 2048, pytorch-fid's
+    taps; seed 002 compares 64 and 2048).
     """
+    if extractor is None:
+        extractor = InceptionFeatureExtractor(dims=int(fid_dims))
     sets = {"real train": stack_items(real_train, max_images, seed)}
     size = int(sets["real train"].shape[-1])
     sets["real test"] = stack_items(real_test, max_images, seed, size)

@@ -64,3 +64,25 @@ def test_latent_ilvr_runs(jpeg_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res["n_references"] == 3 and set(res["guided"]) >= {"corr_own_mean", "corr_other_mean"}
+
+
+def test_loss_fid_runs_and_reports_every_loss_and_dimension(tmp_path):
+    """benchmarks/loss_fid.py (seed 002's loss x FID-dimension study) on a tiny MedMNIST-layout file."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import write_medmnist_npz
+
+    npz = tmp_path / "tiny.npz"
+    write_medmnist_npz(npz, n=8, shape=(8, 8))
+    out = tmp_path / "loss_fid.json"
+    proc = _run(
+        "loss_fid.py", "--data", str(npz), "--image-size", "8", "--train-minutes", "0.02", "--losses", "l1", "huber",
+        "--fid-dims", "64", "--n-per-class", "2", "--fid-images", "4", "--work-dir", str(tmp_path / "work"),
+        "--out", str(out), "--recipe", "channels=(8,8)", "attention_levels=(False,False)", "norm_num_groups=8",
+        "num_head_channels=8", "batch_size=4", "sample_steps=2", "epochs=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert sorted(doc["losses"]) == ["huber", "l1"] and doc["real_train_vs_test"]["64"] >= 0
+    for arm in doc["losses"].values():
+        assert arm["64"]["fid_synth_test"] >= 0 and "kid_mean" in arm["64"] and arm["epochs"] == 1
+    assert doc["paper"]["l2_fid64"] == 0.85

@@ -115,9 +115,9 @@ def test_fid_is_cached_per_image_sets(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake(splits, synthetic, n, device):
-        calls.append(n)
-        return {"fid_synth_test": float(len(synthetic)), "n_per_set": n}
+    def fake(splits, synthetic, n, device, dims=2048):
+        calls.append(n if dims == 2048 else (n, dims))
+        return {"fid_synth_test": float(len(synthetic)) + dims, "n_per_set": n}
 
     monkeypatch.setattr(pl, "_fid_summary", fake)
     items = half_items()
@@ -131,6 +131,11 @@ def test_fid_is_cached_per_image_sets(tmp_path, monkeypatch):
     cache.write_text("{broken")
     pl._cached_fid(cache, splits, items[:5], 20, "cpu")  # unreadable cache -> recomputed, not an error
     assert calls == [10, 10, 20, 20]
+    both = pl._cached_fid(cache, splits, items[:5], 20, "cpu", (64, 2048))  # other dimensions -> recomputed
+    assert calls[-2:] == [(20, 64), 20] and both["dims"] == 64 and both["fid_synth_test"] == 5.0 + 64
+    assert both["by_dims"]["2048"]["fid_synth_test"] == 5.0 + 2048
+    with pytest.raises(ValueError, match="fid_dims"):
+        pl._cached_fid(cache, splits, items[:5], 20, "cpu", (100,))
 
 
 def test_time_budgeted_training_is_loadable_as_trained(tmp_path):

@@ -193,3 +193,52 @@ def test_metrics_modules_do_not_import_ignite(module):
             imported.add(node.module)
     assert imported, f"no imports parsed from {path}"
     assert not any(name.split(".")[0] == "ignite" for name in imported)
+
+
+def _tf_conv(x: torch.Tensor, block) -> torch.Tensor:
+    """One TF-Inception conv unit written out by hand from its parameters: conv (no bias) -> batch norm with
+    TF's epsilon 0.001 and no scale -> ReLU, in float64 (independent of the TorchScript code path)."""
+    w = block.weight.double()
+    y = torch.nn.functional.conv2d(x, w, stride=int(block.stride), padding=int(block.padding))
+    mean, var, beta = (t.double()[None, :, None, None] for t in (block.mean, block.var, block.beta))
+    return torch.relu((y - mean) / torch.sqrt(var + 1e-3) + beta)
+
+
+@needs_fid
+def test_inception_64_and_192_taps_equal_pytorch_fids_blocks_computed_by_hand():
+    """pytorch-fid's --dims 64 is the mean of block 0 (Conv2d_1a, 2a, 2b, MaxPool 3/2); 192 adds block 1 (Conv2d_3b,
+    4a, MaxPool 3/2). Recomputed here from the network's parameters, not through our extractor's trunk."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 1, 40, 40)
+    ext64, ext192 = InceptionFeatureExtractor(dims=64), InceptionFeatureExtractor(dims=192)
+    layers = ext64.network.blocks  # the TorchScript units; only their parameters are used below
+    units = dict(torch.jit.load(str(locate_inception_weights()), map_location="cpu").net.layers.named_children())
+    x = ext64._preprocess(images).double()  # same 8-bit / 299 px / [-1, 1) input as the extractor
+    for name in ("conv", "conv_1", "conv_2"):
+        x = _tf_conv(x, units[name])
+    x = torch.nn.functional.max_pool2d(x, 3, 2)
+    assert x.shape[1:] == (64, 73, 73)
+    torch.testing.assert_close(ext64(images).double(), x.mean(dim=(2, 3)), rtol=1e-4, atol=1e-5)
+    for name in ("conv_3", "conv_4"):
+        x = _tf_conv(x, units[name])
+    x = torch.nn.functional.max_pool2d(x, 3, 2)
+    assert x.shape[1:] == (192, 35, 35)
+    torch.testing.assert_close(ext192(images).double(), x.mean(dim=(2, 3)), rtol=1e-4, atol=1e-5)
+    assert len(layers) == 4  # the 64-d trunk stops after pool0, as block 0 does
+
+
+@needs_fid
+def test_inception_768_tap_is_the_output_of_mixed_6e():
+    """pytorch-fid's --dims 768 is the output of Mixed_6e, the 8th mixed block (5b, 5c, 5d, 6a, 6b, 6c, 6d, 6e) at
+    17 x 17; 2048 is the final average pool of the full network."""
+    torch.manual_seed(1)
+    images = torch.rand(2, 1, 32, 32)
+    ext = InceptionFeatureExtractor(dims=768)
+    names = [n for n, _ in torch.jit.load(str(locate_inception_weights())).net.layers.named_children()]
+    mixed = [n for n in names if n.startswith("mixed")]
+    assert INCEPTION_DIMS[768] == mixed[7] and names.index(mixed[0]) == names.index("pool1") + 1
+    x = ext._preprocess(images)
+    with torch.inference_mode():
+        maps = ext.network(x)
+    assert maps.shape[1:] == (768, 17, 17)
+    torch.testing.assert_close(ext(images), maps.mean(dim=(2, 3)))

@@ -44,7 +44,7 @@ from monai_synth.engines.privacy import PRIVACY_REPORT, NearCopyFilter, near_cop
 from monai_synth.engines.recipe import DiffusionRecipe
 from monai_synth.handlers import mlflow_extras as mx
 from monai_synth.handlers.sample_grid import SampleGridHandler
-from monai_synth.metrics import InceptionFeatureExtractor, compute_fid
+from monai_synth.metrics import INCEPTION_DIMS, InceptionFeatureExtractor, compute_fid
 from monai_synth.utils.io import atomic_path, ensure_writable_dir
 
 __all__ = ["AugmentationStudy", "paper_reference", "run_pipeline"]
@@ -71,6 +71,7 @@ def run_pipeline(
     experiment: str = "augmentation_study",
     fid: bool = False,
     fid_max_images: int = 1000,
+    fid_dims: int | Sequence[int] = 2048,
     device: str = "cpu",
     progress: bool = True,
     reuse_generator: bool = True,
@@ -98,8 +99,10 @@ def run_pipeline(
         classifier_epochs: epochs per classifier stage.
         tracking_uri: MLflow URI (default ``sqlite:///<output_dir>/mlruns.db``).
         experiment: MLflow experiment name.
-        fid: also compute FID (Inception 2048-d, extra ``[fid]``) of synthetic vs real test and real train vs test.
+        fid: also compute FID (Inception features, extra ``[fid]``) of synthetic vs real test and real train vs test.
         fid_max_images: images per set for FID.
+        fid_dims: Inception feature dimension(s) of the FID, any of 64, 192, 768, 2048 (pytorch-fid's taps). The
+            summary's ``fid`` holds the first dimension's values and ``fid["by_dims"]`` every dimension's.
         device: torch device.
         progress: progress bars.
         reuse_generator: load a generator that finished training in ``output_dir/generator`` instead of training
@@ -157,7 +160,7 @@ def run_pipeline(
         ],
     }
     if fid:
-        summary["fid"] = _cached_fid(output_dir / "fid.json", splits, synthetic, fid_max_images, device)
+        summary["fid"] = _cached_fid(output_dir / "fid.json", splits, synthetic, fid_max_images, device, fid_dims)
     summary["total_minutes"] = (time.perf_counter() - t_start) / 60.0
     with atomic_path(output_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=float))
@@ -308,10 +311,16 @@ def _cached_fid(
     synthetic: Sequence[Mapping[str, Any]],
     n: int,
     device: str,
-) -> dict[str, float]:
-    """:func:`_fid_summary`, reused from ``cache`` when the same image sets and ``n`` were measured before."""
+    dims: int | Sequence[int] = 2048,
+) -> dict[str, Any]:
+    """:func:`_fid_summary` for each of ``dims`` (the first one's values at the top level, all under
+    ``"by_dims"``), reused from ``cache`` when the same image sets, ``n`` and dimensions were measured before."""
+    dims = [int(dims)] if isinstance(dims, int) else [int(d) for d in dims]
+    if not dims or any(d not in INCEPTION_DIMS for d in dims):
+        raise ValueError(f"`fid_dims` must be among {sorted(INCEPTION_DIMS)}, got {dims!r}.")
     key = {
         "n": int(n),
+        "dims": dims,
         **{k: data_fingerprint(splits[k]) for k in ("train", "test")},
         "synthetic": data_fingerprint(synthetic),
     }
@@ -323,17 +332,22 @@ def _cached_fid(
         if stored.get("key") == key:
             logger.info("FID reused from %s", cache)
             return stored["fid"]
-    fid = _fid_summary(splits, synthetic, n, device)
+    by_dims = {str(d): _fid_summary(splits, synthetic, n, device, d) for d in dims}
+    fid = {**by_dims[str(dims[0])], "dims": dims[0], "by_dims": by_dims}
     with atomic_path(cache) as tmp:
         tmp.write_text(json.dumps({"key": key, "fid": fid}, indent=1))
     return fid
 
 
 def _fid_summary(
-    splits: Mapping[str, Sequence[Mapping[str, Any]]], synthetic: Sequence[Mapping[str, Any]], n: int, device: str
+    splits: Mapping[str, Sequence[Mapping[str, Any]]],
+    synthetic: Sequence[Mapping[str, Any]],
+    n: int,
+    device: str,
+    dims: int = 2048,
 ) -> dict[str, float]:
-    """FID (Inception 2048-d) of synthetic vs real test and of real train vs real test (seed 000 Table 1)."""
-    extractor = InceptionFeatureExtractor(dims=2048, device=device)
+    """FID (Inception ``dims``-d) of synthetic vs real test and of real train vs real test (seed 000 Table 1)."""
+    extractor = InceptionFeatureExtractor(dims=dims, device=device)
     rng = np.random.default_rng(0)
 
     def feats(items):
