@@ -108,11 +108,8 @@ MIN_CROSS_MATCH_LEN = 6
 def profile_tags(actions: Iterable[str] | None = None) -> dict[int, ProfileAttribute]:
     """Exact-tag profile rows keyed by the integer tag (``0xGGGGEEEE``), optionally only those whose action is in
     ``actions`` (repeating-group rows: :func:`profile_row`)."""
-    out = {}
-    for row in PS315_BASIC_PROFILE:
-        if row.mask is None and (actions is None or row.action in set(actions)):
-            out[(row.tag[0] << 16) | row.tag[1]] = row
-    return out
+    wanted = None if actions is None else set(actions)
+    return {tag: row for tag, row in _EXACT.items() if wanted is None or row.action in wanted}
 
 
 def profile_row(tag: int) -> ProfileAttribute | None:

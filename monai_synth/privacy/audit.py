@@ -60,7 +60,7 @@ def _datalist_images(path: Path) -> list[Path]:
         raise AuditInputError(f"{str(path)!r} is not a readable datalist JSON ({e}).") from e
     lists = [v for v in doc.values() if isinstance(v, list)] if isinstance(doc, dict) else [doc]
     # entry lists only: a datalist also carries lists such as "class_names"
-    lists = [v for v in lists if v and any(isinstance(e, dict) for e in v)] or lists[:0]
+    lists = [v for v in lists if any(isinstance(e, dict) for e in v)]
     out = []
     for entries in lists:
         for k, entry in enumerate(entries):

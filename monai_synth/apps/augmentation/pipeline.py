@@ -134,21 +134,10 @@ def run_pipeline(
         gen, n_synthetic_per_class, output_dir / "synthetic", recipe, device=device, progress=progress,
         near_copy_filter=copies,
     )  # fmt: skip
-    base = {"epochs": classifier_epochs, **dict(classifier or {})}
-    base.setdefault("synthetic_datalist", str(output_dir / "synthetic" / "datalist.json"))
-    base.setdefault("synthetic_checkpoint", gen.checkpoint_dir)
-    configs = _grid(grid, grid_rows, base)
-    results = run_study(
-        configs,
-        StudyData(train=splits["train"], val=splits["val"], test=splits["test"], synthetic=synthetic),
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        output_dir=output_dir / "study",
-        base=ClassifierRunConfig(**base) if isinstance(configs, str) else None,
-        device=device,
-        progress=progress,
-        reference=paper_reference(source, path),
-    )
+    results = _classifier_study(
+        splits, synthetic, gen, output_dir, grid, grid_rows, classifier, classifier_epochs, tracking_uri, experiment,
+        device, progress, paper_reference(source, path),
+    )  # fmt: skip
     summary: dict[str, Any] = {
         "data": {"source": source, "path": None if path is None else str(path), **sizes},
         "recipe": dataclasses.asdict(recipe),
@@ -165,6 +154,39 @@ def run_pipeline(
     with atomic_path(output_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=float))
     return summary
+
+
+def _classifier_study(
+    splits: Mapping[str, Sequence[Mapping[str, Any]]],
+    synthetic: Sequence[Mapping[str, Any]],
+    gen: GeneratorResult,
+    output_dir: Path,
+    grid: str | Sequence[Any],
+    grid_rows: Sequence[int] | None,
+    classifier: Mapping[str, Any] | None,
+    classifier_epochs: int,
+    tracking_uri: str | None,
+    experiment: str,
+    device: str,
+    progress: bool,
+    reference: str | None,
+) -> list:
+    """Step 4 of :func:`run_pipeline`: the classifier grid on real / synthetic data (MLflow) and its comparison."""
+    base = {"epochs": classifier_epochs, **dict(classifier or {})}
+    base.setdefault("synthetic_datalist", str(output_dir / "synthetic" / "datalist.json"))
+    base.setdefault("synthetic_checkpoint", gen.checkpoint_dir)
+    configs = _grid(grid, grid_rows, base)
+    return run_study(
+        configs,
+        StudyData(train=splits["train"], val=splits["val"], test=splits["test"], synthetic=synthetic),
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        output_dir=output_dir / "study",
+        base=ClassifierRunConfig(**base) if isinstance(configs, str) else None,
+        device=device,
+        progress=progress,
+        reference=reference,
+    )
 
 
 def _near_copy_filter(
