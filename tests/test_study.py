@@ -159,3 +159,25 @@ def test_duplicate_runs_rejected(tmp_path):
     with pytest.raises(ValueError, match="duplicate"):
         st.run_study([BASE, BASE.replace(name="same")], DATA, tracking_uri=f"sqlite:///{tmp_path}/m.db",
                      output_dir=tmp_path, progress=False)  # fmt: skip
+
+
+def test_scaled_increments_follow_the_paper_ratio():
+    from monai_synth.apps.augmentation import scaled_increments
+
+    assert scaled_increments(7500) == [0, 2500, 5000, 7500, 10000]  # seed 001, Table 1
+    assert scaled_increments(30) == [0, 10, 20, 30, 40]
+    assert scaled_increments(30, n_synthetic=24) == [0, 6, 12, 18, 24]  # shrunk to fit the synthetic set
+    assert scaled_increments(2, steps=2) == [0, 1, 2]  # at least one image per step
+    with pytest.raises(ValueError, match="cannot make 4 increments: synthesize at least 40"):
+        scaled_increments(30, n_synthetic=3)
+    with pytest.raises(ValueError, match="n_real >= 1"):
+        scaled_increments(0)
+
+
+def test_increments_refused_before_any_training(tmp_path, monkeypatch):
+    """The +2500 arm used to raise after the +0 arm had trained: now the grid is checked up front."""
+    calls = []
+    monkeypatch.setattr(st, "train_classifier", lambda *a, **k: calls.append(1), raising=False)
+    with pytest.raises(ValueError, match="needs 10 synthetic images but the study has 8.*nothing was trained"):
+        st.run_study(increments_grid(BASE, (0, 10)), DATA, output_dir=tmp_path, progress=False)
+    assert calls == [] and not (tmp_path / "mlruns.db").exists()

@@ -331,7 +331,8 @@ def split_datalist(
         label_key: key of the class label in each item.
 
     Returns:
-        the three lists, keyed by :data:`SPLIT_KEYS`.
+        the three lists, keyed by :data:`SPLIT_KEYS`; every item is in one of them (the few that MONAI's rounding
+        leaves out join the first split with a positive ratio, usually training).
     """
     if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
         raise ValueError(f"`ratios` must be 3 non-negative numbers with a positive sum, got {tuple(ratios)}.")
@@ -345,7 +346,11 @@ def split_datalist(
         )
     else:
         parts = partition_dataset(items, ratios=list(ratios), shuffle=True, seed=seed)
-    return {k: list(p) for k, p in zip(SPLIT_KEYS, parts)}
+    out = {k: list(p) for k, p in zip(SPLIT_KEYS, parts)}
+    placed = {id(it) for p in out.values() for it in p}
+    first = next(k for k, r in zip(SPLIT_KEYS, ratios) if r > 0)
+    out[first] += [it for it in items if id(it) not in placed]  # MONAI rounds each split down: keep the remainder
+    return out
 
 
 def _to_json(value: Any, base: Path) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .class_conditioned import ClassConditionedDiffusionInferer, drop_class_labels
-from .guidance import Condition, MultiConditionGuidance, anatomy_pathology_guidance, ilvr_guidance
+from .guidance import ANATOMY_WEIGHTINGS, Condition, MultiConditionGuidance, anatomy_pathology_guidance, ilvr_guidance
 from .latent import ClassConditionedLatentDiffusionInferer, LatentLowPassGuidance
 from .lowpass import LowPassFilter, lowpass_filter
 from .sampling import (

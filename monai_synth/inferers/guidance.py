@@ -20,7 +20,16 @@ import torch
 
 from monai_synth.inferers.lowpass import lowpass_filter
 
-__all__ = ["Condition", "MultiConditionGuidance", "anatomy_pathology_guidance", "ilvr_guidance"]
+__all__ = [
+    "ANATOMY_WEIGHTINGS",
+    "Condition",
+    "MultiConditionGuidance",
+    "anatomy_pathology_guidance",
+    "ilvr_guidance",
+]
+
+#: Weighting of the anatomy term in :func:`anatomy_pathology_guidance`: ``1 - W``, or none (Eq. 4 as written).
+ANATOMY_WEIGHTINGS = ("complement", "none")
 
 logger = logging.getLogger(__name__)
 
@@ -209,12 +218,15 @@ def anatomy_pathology_guidance(
     pathology_factor: int = 2,
     anatomy_last_step: int = 0,
     pathology_last_step: int = 0,
+    anatomy_weighting: str = "complement",
 ) -> MultiConditionGuidance:
     """Two-condition guidance of seed 001, Eqs. 4-5: anatomy everywhere, pathology inside its patch.
 
     The pathology condition gets ``W`` (zero outside the patch, Gaussian inside, e.g. from
-    ``PatchWeightMap``) and the anatomy condition the complementary ``1 - W``, so the low frequencies of the
-    sample follow ``(1 - W) * phi(anatomy) + W * phi(pathology)``.
+    ``PatchWeightMap``, Eq. 5). With ``anatomy_weighting="complement"`` the anatomy condition gets ``1 - W``, so
+    the low frequencies of the sample follow ``(1 - W) * phi(anatomy) + W * phi(pathology)``. With ``"none"`` the
+    anatomy term is unweighted, as Eq. 4 writes it: both corrections are summed, and where both conditions act
+    with one factor the low frequencies settle at ``(phi(anatomy) + W phi(pathology)) / (1 + W)``.
 
     Args:
         anatomy: anatomy reference ``y_1`` (full image).
@@ -225,17 +237,25 @@ def anatomy_pathology_guidance(
         pathology_factor: ``n_2`` (usually smaller than ``n_1``: the lesion needs finer detail).
         anatomy_last_step: ``a_1``.
         pathology_last_step: ``a_2``.
+        anatomy_weighting: ``"complement"`` (``1 - W``) or ``"none"`` (Eq. 4 as written).
 
     Raises:
-        ValueError: when ``weight`` has values outside ``[0, 1]``.
+        ValueError: when ``weight`` has values outside ``[0, 1]`` or ``anatomy_weighting`` is unknown.
     """
+    if anatomy_weighting not in ANATOMY_WEIGHTINGS:
+        raise ValueError(f"`anatomy_weighting` must be one of {list(ANATOMY_WEIGHTINGS)}, got {anatomy_weighting!r}.")
     if weight.numel() and (float(weight.min()) < 0.0 or float(weight.max()) > 1.0):
         raise ValueError(
             f"`weight` (W) must lie in [0, 1], got range [{float(weight.min()):.3g}, {float(weight.max()):.3g}]."
         )
     return MultiConditionGuidance(
         [
-            Condition(reference=anatomy, factor=anatomy_factor, last_step=anatomy_last_step, weight=1.0 - weight),
+            Condition(
+                reference=anatomy,
+                factor=anatomy_factor,
+                last_step=anatomy_last_step,
+                weight=1.0 - weight if anatomy_weighting == "complement" else None,
+            ),
             Condition(reference=pathology, factor=pathology_factor, last_step=pathology_last_step, weight=weight),
         ]
     )

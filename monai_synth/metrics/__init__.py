@@ -29,6 +29,7 @@ from .features import (
 )
 from .fid import FeatureStatistics, FIDMetric, compute_fid, frechet_distance
 from .kid import KIDMetric, KIDResult, compute_kid, mmd2_unbiased, polynomial_kernel
+from .lesion import LesionInBox, lesion_in_box, lesion_in_box_batch, summarize_lesion_scores
 from .memorization import (
     MemorizationReport,
     SpaceAudit,

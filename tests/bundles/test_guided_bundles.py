@@ -99,7 +99,7 @@ def test_train_then_sample_on_demo_data(name, tmp_path):
     sample_extra, label = CASES[name]
     _run(name, "train.yaml", tmp_path, **{"recipe#epochs": 1, "recipe#batch_size": 4})
     assert len(list((tmp_path / "checkpoints").glob("checkpoint_epoch*.pt"))) == 1
-    _run(name, "sample.yaml", tmp_path, num_samples=3, **sample_extra)
+    _run(name, "sample.yaml", tmp_path, num_samples=3, positive_fraction=1.0, **sample_extra)
     samples = tmp_path / "samples"
     records = [json.loads(p.read_text()) for p in sorted(samples.glob("sample_*.json"))]
     assert len(records) == 3
@@ -111,6 +111,43 @@ def test_train_then_sample_on_demo_data(name, tmp_path):
         assert rec["pathology_reference"].startswith("ref-") and ".dcm" not in json.dumps(rec)  # opaque ids only
     assert not list(samples.glob("anatomy_*")) and not list(samples.glob("pathology_*"))  # no real pixels
     assert not (tmp_path / "samples_REAL_references").exists()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_paper_literal_sampling_then_evaluate(name, tmp_path):
+    """sample.yaml with --guidance_mode paper_literal, then evaluate.yaml: FID/KID rows against the real halves and
+    the lesion check of the samples."""
+    _run(name, "train.yaml", tmp_path, **{"recipe#epochs": 1, "recipe#batch_size": 4})
+    _run(name, "sample.yaml", tmp_path, num_samples=6, positive_fraction=0.5, guidance_mode="paper_literal")
+    listing = json.loads((tmp_path / "samples" / "datalist.json").read_text())
+    assert [it["label"] for it in listing["training"]] == [1, 1, 1, 0, 0, 0]
+    sidecar = json.loads((tmp_path / "samples" / "sample_0000.json").read_text())
+    assert sidecar["guidance_mode"] == "paper_literal" and set(sidecar["lesion_in_box"]) >= {"correlation", "inside"}
+    configs = BUNDLES / name / "configs"
+    run(run_id="run", meta_file=str(configs / "metadata.json"), bundle_root=str(BUNDLES / name),
+        config_file=[str(configs / c) for c in ("common.yaml", "sample.yaml", "evaluate.yaml")],
+        output_dir=str(tmp_path), fid_dims=64, **TINY)  # fmt: skip
+    report = json.loads((tmp_path / "evaluation" / "guided_evaluation.json").read_text())
+    pairs = {(r["Dataset A"], r["Dataset B"]) for r in report["rows"]}
+    assert ("synthetic", "real train") in pairs and ("real train", "real test") in pairs
+    assert report["fid_dims"] == 64 and report["lesion_in_box"]["n"] == 3
+    assert (tmp_path / "evaluation" / "evaluation.md").is_file()
+
+
+def test_mammo_increments_from_the_bundle_defaults(tmp_path):
+    """train -> sample (defaults: 40 samples, 10 % with a mass) -> increments.yaml: the seed 001 table."""
+    name = "mammo_pathology_ddpm"
+    _run(name, "train.yaml", tmp_path, **{"recipe#epochs": 1, "recipe#batch_size": 4})
+    _run(name, "sample.yaml", tmp_path)
+    configs = BUNDLES / name / "configs"
+    run(run_id="run", meta_file=str(configs / "metadata.json"), bundle_root=str(BUNDLES / name),
+        config_file=[str(configs / c) for c in ("common.yaml", "sample.yaml", "increments.yaml")],
+        output_dir=str(tmp_path), **{**TINY, "demo_n_per_class": 16},
+        **{"classifier#network": "resnet10", "classifier#epochs": 1, "classifier#batch_size": 8})  # fmt: skip
+    report = json.loads((tmp_path / "increments" / "increments.json").read_text())
+    assert len(report["rows"]) == 5 and report["rows"][0]["synthetic_added"] == 0
+    assert report["increments"] == [r["synthetic_added"] for r in report["rows"]]
+    assert report["positive_fraction"] == 0.1 and (tmp_path / "increments" / "increments.md").is_file()
 
 
 def _parser(name: str, config: str, out: Path, **extra) -> ConfigParser:

@@ -13,8 +13,10 @@ from monai.networks.schedulers import DDIMScheduler
 from PIL import Image
 
 from monai_synth.apps.guided import (
+    GUIDANCE_MODES,
     GuidedSampler,
     PreparedImage,
+    anatomy_references,
     breast_bounding_box,
     build_reference_pairs,
     cut_patch,
@@ -35,6 +37,8 @@ from monai_synth.apps.guided import (
 )
 from monai_synth.data.annotations import BoundingBox, load_voc_annotations
 from monai_synth.handlers import load_weights_for_sampling
+from monai_synth.inferers import anatomy_pathology_guidance
+from monai_synth.metrics import lesion_in_box_batch
 
 
 def _ramp(size=16, value=0.0):
@@ -71,8 +75,56 @@ def test_real_ct_pairs(shared_data):
     data = resolve_guided_data("ct", shared_data / CT_STUDY / "dicom", shared_data / CT_STUDY / "annotations")
     images = load_prepared_images(data, size=32, window="soft_tissue")
     assert len(images) == 16 and len(with_boxes(images)) == 11 and len(without_boxes(images)) == 5
-    pairs = build_reference_pairs(without_boxes(images), with_boxes(images), num_samples=3)
-    assert pairs.anatomy.shape == pairs.pathology.shape == pairs.weight.shape == (3, 1, 32, 32)
+    pairs = build_reference_pairs(anatomy_references(images), with_boxes(images), num_samples=3)
+    assert pairs.anatomy.shape == pairs.pathology.shape == pairs.weight.shape == pairs.lesion.shape == (3, 1, 32, 32)
+
+
+def test_real_ct_lesion_free_anatomy_by_slice_distance(shared_data):
+    """Tumour boxes on slices z = -234 .. -184 mm (1-23 .. 1-13, 5 mm apart): with the default 10 mm margin only
+    1-10 (15 mm away), 1-11 and 1-25 (10 mm) are lesion-free; 1-12 and 1-24, next to a boxed slice, are not."""
+    d = shared_data / CT_STUDY
+    names = lambda ims: sorted(im.source.rsplit("/", 1)[-1] for im in anatomy_references(ims))  # noqa: E731
+    default = load_prepared_images(resolve_guided_data("ct", d / "dicom", d / "annotations"), size=16)
+    assert names(default) == ["1-10.dcm", "1-11.dcm", "1-25.dcm"]
+    far = load_prepared_images(resolve_guided_data("ct", d / "dicom", d / "annotations", lesion_free_margin_mm=12), 16)
+    assert names(far) == ["1-10.dcm"]
+    listed = resolve_guided_data(
+        "ct", d / "dicom", d / "annotations", lesion_free=["1-12.*"], lesion_free_margin_mm=None
+    )
+    assert names(load_prepared_images(listed, size=16)) == ["1-12.dcm"]
+    none = resolve_guided_data("ct", d / "dicom", d / "annotations", lesion_free_margin_mm=None)
+    with pytest.raises(ValueError, match="known to be lesion-free.*lesion_free"):
+        anatomy_references(load_prepared_images(none, size=16))
+    with pytest.raises(ValueError, match="'nothing-\\*.dcm' matches no DICOM file"):
+        resolve_guided_data("ct", d / "dicom", d / "annotations", lesion_free=["nothing-*.dcm"])
+
+
+def test_lesion_in_box_on_real_ct_guided_samples(shared_data, tmp_path):
+    """Real tumour patches guided into real lesion-free slices by an untrained denoiser (the guidance alone places
+    the lesion): most samples' lesion is in its written box in every mode, and none of the same samples passes
+    against the lesion placed one box width away."""
+    d = shared_data / CT_STUDY
+    images = load_prepared_images(resolve_guided_data("ct", d / "dicom", d / "annotations"), size=32)
+    model, sched = tiny_unet(num_classes=None), DDIMScheduler(num_train_timesteps=50)
+    anatomy, pathology = anatomy_references(images), with_boxes(images)
+    for mode in GUIDANCE_MODES:
+        out = tmp_path / mode
+        jsons = run_guided_sampling(model, sched, anatomy, pathology, out, num_samples=6, sigma_factor=0.3,
+                                    num_inference_steps=8, guidance_mode=mode)  # fmt: skip
+        recs = [json.loads(j.read_text()) for j in jsons]
+        assert all(r["guidance_mode"] == mode for r in recs)
+        summary = json.loads((out / "lesion_in_box.json").read_text())
+        assert summary["fraction_inside"] >= 4 / 6 and summary["median_correlation"] >= 0.8, (mode, summary)
+        assert summary["fraction_inside"] == np.mean([r["lesion_in_box"]["inside"] for r in recs])
+    pairs = build_reference_pairs(anatomy, pathology, 6, sigma_factor=0.3)
+    x = guided_sample_pairs(model, sched, pairs, num_inference_steps=8)
+    moved, boxes = [], []
+    for les, b in zip(pairs.lesion, pairs.boxes):
+        dx = b.width if b.xmax + b.width < 32 else -b.width
+        moved.append(torch.roll(les, dx, dims=-1))
+        boxes.append(BoundingBox(b.label, b.xmin + dx, b.ymin, b.xmax + dx, b.ymax))
+    wrong = lesion_in_box_batch(x, pairs.anatomy, torch.stack(moved), boxes)
+    assert not any(s.inside for s in wrong)
 
 
 def test_real_mammogram_crop(shared_data):
@@ -143,7 +195,7 @@ def test_reference_pairs_by_hand():
     path_img = torch.full((1, 16, 16), 0.0)
     path_img[0, 4:8, 6:10] = 0.9
     pathology = [PreparedImage(path_img, [BoundingBox("A", 6, 4, 9, 7)], "p"), _ramp(16, 0.3)]  # 2nd: no box
-    pairs = build_reference_pairs(anatomy, pathology, num_samples=2, margin=0.0, edge_blend=False)
+    pairs = build_reference_pairs(anatomy, pathology, num_samples=2, margin=0.0, paste="replace")
     assert pairs.boxes == [BoundingBox("A", 6, 4, 9, 7)] * 2  # same place, no shift
     w = pairs.weight[0, 0]
     assert (w[4:8, 6:10] > 0).all() and w.sum() == w[4:8, 6:10].sum()  # W zero outside the box (Eq. 5)
@@ -187,6 +239,58 @@ def test_prepare_mammo_patch():
     assert torch.equal(a, b) and a.shape == (1, 9, 9)
 
 
+def test_paper_literal_patch_is_gaussian_weighted():
+    """paste="gaussian" (seed 001, Fig. 1b): inside the patch y_2 is the patch intensity in [0, 1] times G."""
+    anatomy = [_ramp(16, -0.5)]
+    img = torch.full((1, 16, 16), 0.5)
+    pathology = [PreparedImage(img, [BoundingBox("A", 4, 4, 11, 11)], "p")]
+    pairs = build_reference_pairs(anatomy, pathology, 1, margin=0.0, paste="gaussian")
+    w = pairs.weight[0]
+    expected = torch.where(w > 0, 2.0 * (0.75 * w) - 1.0, torch.full_like(w, -0.5))  # 0.5 in [-1, 1] is 0.75
+    torch.testing.assert_close(pairs.pathology[0], expected)
+    lesion = torch.where(w > 0, torch.full_like(w, 0.5), torch.full_like(w, -0.5))
+    torch.testing.assert_close(pairs.lesion[0], lesion)  # the check's target: the same in every paste mode
+    with pytest.raises(ValueError, match="paste"):
+        build_reference_pairs(anatomy, pathology, 1, paste="smear")
+
+
+def test_paper_literal_guidance_leaves_anatomy_unweighted():
+    """Eq. 4 as written: x <- x + (phi(y_1) - phi(x)) + W (phi(y_2) - phi(x)); at x_0 (prev_t = -1) the references
+    are clean, so with factor 1 the update is x + (y_1 - x) + W (y_2 - x) exactly."""
+    g = torch.Generator().manual_seed(0)
+    x, y1, y2 = (torch.rand(1, 1, 8, 8, generator=g) for _ in range(3))
+    w = torch.rand(1, 1, 8, 8, generator=g)
+    sched = DDIMScheduler(num_train_timesteps=10)
+    literal = anatomy_pathology_guidance(y1, y2, w, 1, 1, anatomy_weighting="none")
+    torch.testing.assert_close(literal(x, 0, -1, sched), x + (y1 - x) + w * (y2 - x))
+    blend = anatomy_pathology_guidance(y1, y2, w, 1, 1)
+    torch.testing.assert_close(blend(x, 0, -1, sched), x + (1 - w) * (y1 - x) + w * (y2 - x))
+    with pytest.raises(ValueError, match="anatomy_weighting"):
+        anatomy_pathology_guidance(y1, y2, w, anatomy_weighting="half")
+
+
+def test_paper_literal_mode_and_errors(tmp_path):
+    assert GUIDANCE_MODES["paper_literal"] == ("gaussian", "none") and GUIDANCE_MODES["blend"][1] == "complement"
+    with pytest.raises(ValueError, match="guidance_mode"):
+        run_guided_sampling(tiny_unet(num_classes=None), DDIMScheduler(10), [_ramp()],
+                            [PreparedImage(torch.zeros(1, 16, 16), [BoundingBox("A", 2, 2, 5, 5)], "p")],
+                            tmp_path, guidance_mode="literal")  # fmt: skip
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_demo_anatomy_references_are_the_normal_class(tmp_path):
+    """The demo's finding class has lesions without boxes: never an anatomy reference."""
+    data = resolve_guided_data("mg", demo_dir=tmp_path / "demo", size=32, n_per_class=3)
+    images = load_prepared_images(data, size=32)
+    listing = json.loads((tmp_path / "demo" / "dicom" / "datalist.json").read_text())
+    labels = {it["image"].rsplit("/", 1)[-1]: it["label"] for k in ("training", "validation", "test")
+              for it in listing[k]}  # fmt: skip
+    refs = anatomy_references(images)
+    assert sorted(im.source.rsplit("/", 1)[-1] for im in refs) == sorted(n for n, v in labels.items() if v == 0)
+    assert len(refs) >= 2 and len(without_boxes(images)) > len(refs)  # finding class: no box, not lesion-free
+    assert all(im.label == 1 for im in without_boxes(images) if not im.lesion_free)
+
+
 def test_edge_blend_fades_patch_into_anatomy():
     anatomy = [_ramp(16, -0.5)]
     img = torch.full((1, 16, 16), 0.5)
@@ -218,7 +322,8 @@ def test_guided_sample_pairs_and_outputs(tmp_path):
     assert (a[:, 0, 6:10, 6:10].mean(dim=(1, 2)) > a[:, 0, :, :3].mean(dim=(1, 2)) + 0.5).all()
     plain = run_guided_sampling(model, sched, anat, path, tmp_path / "plain", num_samples=2, num_inference_steps=5)
     assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == sorted(
-        [f"sample_000{i}{s}" for i in range(2) for s in (".png", ".json", "_mask.png")] + ["privacy_report.json"]
+        [f"sample_000{i}{s}" for i in range(2) for s in (".png", ".json", "_mask.png")]
+        + ["datalist.json", "lesion_in_box.json", "privacy_report.json"]
     )  # by default no real pixels: samples, masks, sidecars and the privacy report only
     report = json.loads((tmp_path / "plain" / "privacy_report.json").read_text())
     assert report["checked"] is False and "patient-derived by design" in report["warning"]

@@ -14,6 +14,7 @@ from .grids import (
     get_grid,
     increments_grid,
     reduced_grid,
+    scaled_increments,
     table2_grid,
 )
 from .pipeline import AugmentationStudy, run_pipeline

@@ -22,6 +22,7 @@ __all__ = [
     "expand_grid",
     "get_grid",
     "increments_grid",
+    "scaled_increments",
     "reduced_grid",
     "table2_grid",
 ]
@@ -121,6 +122,29 @@ def increments_grid(
         base.replace(synthetic_added=int(n), name=f"synth_plus{int(n)}", tags={**base.tags, "synthetic_added": str(n)})
         for n in increments
     ]
+
+
+def scaled_increments(n_real: int, n_synthetic: int | None = None, steps: int = 4, ratio: float = 1 / 3) -> list[int]:
+    """Seed 001's increments scaled to the data at hand: ``0, r, 2r, ..., steps * r`` with ``r = round(ratio *
+    n_real)`` (the paper adds 2500 to 7500 real images: ``ratio = 1/3``), and at least 1.
+
+    With ``n_synthetic`` the step shrinks until the largest increment fits the synthetic set (never below 1).
+
+    Raises:
+        ValueError: when ``n_real < 1``, ``steps < 1``, ``ratio <= 0``, or ``n_synthetic < steps`` (not even one
+            synthetic image per step).
+    """
+    if n_real < 1 or steps < 1 or not ratio > 0:
+        raise ValueError(f"need n_real >= 1, steps >= 1 and ratio > 0, got {n_real}, {steps}, {ratio}.")
+    r = max(1, int(round(ratio * n_real)))
+    if n_synthetic is not None:
+        if n_synthetic < steps:
+            raise ValueError(
+                f"{n_synthetic} synthetic images cannot make {steps} increments: synthesize at least {steps * r} "
+                f"(the real training set has {n_real} images; the increments are {r} each)."
+            )
+        r = min(r, n_synthetic // steps)
+    return [k * r for k in range(steps + 1)]
 
 
 GRID_PRESETS: dict[str, Callable[..., list[ClassifierRunConfig]]] = {

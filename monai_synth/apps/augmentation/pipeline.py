@@ -34,7 +34,7 @@ import torch
 
 from monai_synth.apps.augmentation.autoencoder import reconstruction_report
 from monai_synth.apps.augmentation.generator import GENERATOR_DONE, GeneratorResult, load_generator, train_generator
-from monai_synth.apps.augmentation.grids import reduced_grid
+from monai_synth.apps.augmentation.grids import increments_grid, reduced_grid, scaled_increments
 from monai_synth.apps.augmentation.study import StudyData, run_study
 from monai_synth.apps.augmentation.synthesis import synthesize
 from monai_synth.apps.augmentation.tags import ROLE_TAG
@@ -91,7 +91,9 @@ def run_pipeline(
         demo_kind, demo_n_per_class: built-in demo data settings.
         demo_split: train / val / test proportions of the demo studies.
         n_synthetic_per_class: synthetic images per class.
-        grid: ``"reduced"`` (:func:`~monai_synth.apps.augmentation.grids.reduced_grid`), a preset of
+        grid: ``"reduced"`` (:func:`~monai_synth.apps.augmentation.grids.reduced_grid`), ``"increments"`` (seed 001's
+            increments scaled to the training split and the synthetic set,
+            :func:`~monai_synth.apps.augmentation.grids.scaled_increments`), a preset of
             :func:`~monai_synth.apps.augmentation.grids.get_grid` (e.g. ``"table2"``) or a list of
             ``ClassifierRunConfig``.
         grid_rows: with ``grid="reduced"``, keep only these Table 2 rows.
@@ -176,6 +178,8 @@ def _classifier_study(
     base.setdefault("synthetic_datalist", str(output_dir / "synthetic" / "datalist.json"))
     base.setdefault("synthetic_checkpoint", gen.checkpoint_dir)
     configs = _grid(grid, grid_rows, base)
+    if configs == "increments":  # seed 001's +2500 ... +10000 scaled to the data at hand (scaled_increments)
+        configs = increments_grid(ClassifierRunConfig(**base), scaled_increments(len(splits["train"]), len(synthetic)))
     return run_study(
         configs,
         StudyData(train=splits["train"], val=splits["val"], test=splits["test"], synthetic=synthetic),

@@ -125,6 +125,19 @@ def _train_child(
     )
 
 
+def _check_synthetic_enough(configs: Sequence[ClassifierRunConfig], data: StudyData) -> None:
+    """Refuse a grid before its first run when an arm needs more synthetic images than there are."""
+    n = len(data.synthetic or [])
+    short = [c for c in configs if c.uses_synthetic and (n == 0 or c.synthetic_added > n)]
+    if short:
+        worst = max(short, key=lambda c: c.synthetic_added)
+        raise ValueError(
+            f"run {worst.name or worst.config_hash()!r} needs {max(worst.synthetic_added, 1)} synthetic images but the "
+            f"study has {n}: synthesize more (e.g. n_synthetic_per_class), or use smaller increments "
+            "(monai_synth.apps.augmentation.scaled_increments); nothing was trained."
+        )
+
+
 def run_study(
     grid: str | Sequence[ClassifierRunConfig],
     data: StudyData | Mapping[str, Any],
@@ -168,6 +181,7 @@ def run_study(
     configs = get_grid(grid, base)
     if isinstance(data, Mapping):
         data = StudyData(**data)
+    _check_synthetic_enough(configs, data)
     study = study_name or (grid if isinstance(grid, str) else "study")
     prints = data.fingerprints()
     keys = [run_key(c, prints) for c in configs]

@@ -6,6 +6,7 @@ from .data import (
     IMAGE_KINDS,
     GuidedData,
     PreparedImage,
+    anatomy_references,
     breast_bounding_box,
     image_dataset,
     list_dicom_files,
@@ -17,8 +18,18 @@ from .data import (
     with_boxes,
     without_boxes,
 )
-from .patches import ReferencePairs, build_reference_pairs, cut_patch, mammo_patch_transform, prepare_mammo_patch
+from .evaluation import GUIDED_EVALUATION, evaluate_guided_samples
+from .patches import (
+    PASTE_MODES,
+    ReferencePairs,
+    build_reference_pairs,
+    cut_patch,
+    mammo_patch_transform,
+    prepare_mammo_patch,
+)
 from .sampling import (
+    GUIDANCE_MODES,
+    LESION_REPORT,
     GuidedSampler,
     guided_sample_pairs,
     reference_id,
@@ -26,3 +37,4 @@ from .sampling import (
     save_montage,
     write_annotated_samples,
 )
+from .study import SEED001_TABLE1, labelled_items, run_increments_study, with_positive_fraction

@@ -26,6 +26,7 @@ from monai_synth.utils.io import atomic_path
 __all__ = [
     "IMAGE_KINDS",
     "GuidedData",
+    "anatomy_references",
     "PreparedImage",
     "breast_bounding_box",
     "image_dataset",
@@ -46,21 +47,31 @@ IMAGE_KINDS = ("ct", "mg")
 
 @dataclass
 class PreparedImage:
-    """One image ready for the model: ``image`` ``(1, size, size)`` in ``[-1, 1]``, boxes in its pixel grid."""
+    """One image ready for the model: ``image`` ``(1, size, size)`` in ``[-1, 1]``, boxes in its pixel grid.
+
+    ``lesion_free`` is True only for images known to carry no lesion (:func:`resolve_guided_data`): the only
+    anatomy references (:func:`anatomy_references`). ``label`` is the image's class for a classifier: 1 with a
+    lesion (a box, or a known finding), 0 lesion-free, ``None`` unknown.
+    """
 
     image: torch.Tensor
     boxes: list[BoundingBox] = field(default_factory=list)
     source: str = ""
     uid: str = ""
+    lesion_free: bool = False
+    label: int | None = None
 
 
 @dataclass
 class GuidedData:
-    """Where the images and their PASCAL-VOC annotations are (see :func:`resolve_guided_data`)."""
+    """Where the images and their PASCAL-VOC annotations are, and which files are known lesion-free (resolved
+    paths; see :func:`resolve_guided_data`)."""
 
     files: list[Path]
     annotations: dict[str, VOCAnnotation]
     kind: str
+    lesion_free: set[str] = field(default_factory=set)
+    labels: dict[str, int] = field(default_factory=dict)
 
 
 def list_dicom_files(path: PathLike) -> list[Path]:
@@ -228,8 +239,14 @@ def load_prepared_images(
 ) -> list[PreparedImage]:
     """Prepare every file of ``data`` with :func:`load_ct_slice` (``kind="ct"``) or :func:`load_mammogram`."""
     if data.kind == "ct":
-        return [load_ct_slice(f, size, window, data.annotations) for f in data.files]
-    return [load_mammogram(f, size, data.annotations, boxes) for f in data.files]
+        out = [load_ct_slice(f, size, window, data.annotations) for f in data.files]
+    else:
+        out = [load_mammogram(f, size, data.annotations, boxes) for f in data.files]
+    for f, im in zip(data.files, out):
+        key = str(Path(f).resolve())
+        im.lesion_free = not im.boxes and key in data.lesion_free
+        im.label = 1 if im.boxes else 0 if im.lesion_free else data.labels.get(key)
+    return out
 
 
 def image_dataset(images: Sequence[PreparedImage], image_key: str = "image") -> Dataset:
@@ -245,9 +262,30 @@ def with_boxes(images: Sequence[PreparedImage]) -> list[PreparedImage]:
 
 
 def without_boxes(images: Sequence[PreparedImage]) -> list[PreparedImage]:
-    """The images without any box (anatomy references); all images when every one has a box."""
+    """The images without any box; all images when every one has a box. Not a lesion-free guarantee: an image
+    without a box may carry an unannotated lesion (anatomy references come from :func:`anatomy_references`)."""
     out = [im for im in images if not im.boxes]
     return out or list(images)
+
+
+def anatomy_references(images: Sequence[PreparedImage]) -> list[PreparedImage]:
+    """The anatomy references of guided sampling: the images known to be lesion-free (``lesion_free``).
+
+    An anatomy reference with an unannotated lesion would put that lesion outside the written box, so images
+    without a box are not enough (seed 001 takes its anatomy references from screening images without cancer).
+
+    Raises:
+        ValueError: when no image is known to be lesion-free, saying how to declare them.
+    """
+    out = [im for im in images if im.lesion_free and not im.boxes]
+    if not out:
+        raise ValueError(
+            f"none of the {len(images)} images is known to be lesion-free, so there is no anatomy reference: list "
+            "the lesion-free files with `lesion_free` (file names or glob patterns relative to `data_path`), or, "
+            "for a CT series whose every lesion is annotated, slices at least `lesion_free_margin_mm` from every "
+            "annotated slice count as lesion-free."
+        )
+    return out
 
 
 def _box_from_difference(normal: np.ndarray, finding: np.ndarray, label: str, threshold: float) -> BoundingBox:
@@ -265,9 +303,7 @@ def _write_voc_xml(path: Path, boxes: Sequence[BoundingBox], rows: int, cols: in
         "</object>"
         for b in boxes
     )
-    text = (
-        f"<annotation><size><width>{cols}</width><height>{rows}</height><depth>1</depth></size>{objs}</annotation>\n"
-    )
+    text = f"<annotation><size><width>{cols}</width><height>{rows}</height><depth>1</depth></size>{objs}</annotation>\n"
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
 
@@ -311,19 +347,78 @@ def resolve_guided_data(
     size: int = 64,
     n_per_class: int = 8,
     seed: int = 0,
+    lesion_free: Sequence[str] | None = None,
+    lesion_free_margin_mm: float | None = 10.0,
 ) -> GuidedData:
     """Files + annotations to use: ``dicom_dir`` (and optional ``annotation_dir``) or, when ``dicom_dir`` is
     empty/``None``, built-in demo data written to ``demo_dir`` (:func:`make_demo_guided_data`).
 
+    The files known to be lesion-free (the only anatomy references, :func:`anatomy_references`) are:
+
+    - those matching ``lesion_free``: file names or glob patterns relative to ``dicom_dir``;
+    - for the demo data, its normal class (label 0 of its ``datalist.json``);
+    - for CT, with annotations and ``lesion_free_margin_mm`` set, the slices of an annotated series whose
+      position (``ImagePositionPatient`` along the slice normal) is at least that far from every annotated slice
+      of the series: this assumes the annotations cover every lesion of the series.
+
     Raises:
-        ValueError: for an unknown ``kind``, or when neither ``dicom_dir`` nor ``demo_dir`` is given.
+        ValueError: for an unknown ``kind``, when neither ``dicom_dir`` nor ``demo_dir`` is given, or when a
+            ``lesion_free`` pattern matches no file.
     """
     if kind not in IMAGE_KINDS:
         raise ValueError(f"`kind` must be one of {list(IMAGE_KINDS)}, got {kind!r}.")
+    known: set[str] = set()
+    labels: dict[str, int] = {}
     if not dicom_dir:
         if not demo_dir:
             raise ValueError("give `dicom_dir` (real data) or `demo_dir` (where to write the built-in demo data).")
         dicom_dir, annotation_dir = make_demo_guided_data(demo_dir, kind, n_per_class=n_per_class, size=size, seed=seed)
+        labels = _demo_labels(Path(dicom_dir))
+        known |= {f for f, label in labels.items() if label == 0}
     annotations = load_voc_annotations(annotation_dir) if annotation_dir else {}
     files = [f for f in list_dicom_files(dicom_dir)]
-    return GuidedData(files=files, annotations=annotations, kind=kind)
+    root = Path(dicom_dir) if Path(dicom_dir).is_dir() else Path(dicom_dir).parent
+    for pattern in lesion_free or []:
+        hits = [f for f in files if f.match(str(pattern)) or f.relative_to(root).match(str(pattern))]
+        if not hits:
+            raise ValueError(f"`lesion_free` entry {str(pattern)!r} matches no DICOM file under {str(root)!r}.")
+        known |= {str(f.resolve()) for f in hits}
+    if kind == "ct" and annotations and lesion_free_margin_mm is not None:
+        known |= _far_from_annotated_slices(files, annotations, float(lesion_free_margin_mm))
+    return GuidedData(files=files, annotations=annotations, kind=kind, lesion_free=known, labels=labels)
+
+
+def _demo_labels(dicom_dir: Path) -> dict[str, int]:
+    """Resolved path -> label of the demo images (``datalist.json`` of :func:`make_demo_guided_data`)."""
+    import json
+
+    listing = dicom_dir / "datalist.json"
+    if not listing.is_file():
+        return {}
+    data = json.loads(listing.read_text())
+    items = [it for split in ("training", "validation", "test") for it in data.get(split, [])]
+    return {str((dicom_dir / Path(it["image"]).name).resolve()): int(it["label"]) for it in items}
+
+
+def _far_from_annotated_slices(
+    files: Sequence[Path], annotations: Mapping[str, VOCAnnotation], margin: float
+) -> set[str]:
+    """CT slices at least ``margin`` mm (along the slice normal) from every annotated slice of their series."""
+    import pydicom
+
+    tags = ["SOPInstanceUID", "SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient"]
+    pos: dict[str, list[tuple[Path, float, bool]]] = {}
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=tags)
+        ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+        if ipp is None or iop is None or len(ipp) != 3 or len(iop) != 6:
+            continue  # no geometry: cannot be shown to be far from the lesion
+        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+        z = float(np.dot(normal, np.asarray(ipp, float)))
+        pos.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((f, z, str(ds.SOPInstanceUID) in annotations))
+    out = set()
+    for slices in pos.values():
+        marked = [z for _, z, a in slices if a]
+        if marked:
+            out |= {str(f.resolve()) for f, z, a in slices if not a and min(abs(z - m) for m in marked) >= margin}
+    return out

@@ -12,7 +12,17 @@ from monai_synth.apps.guided.data import PreparedImage
 from monai_synth.data.annotations import BoundingBox
 from monai_synth.data.ranges import from_unit_range, to_unit_range
 
-__all__ = ["ReferencePairs", "build_reference_pairs", "cut_patch", "mammo_patch_transform", "prepare_mammo_patch"]
+__all__ = [
+    "PASTE_MODES",
+    "ReferencePairs",
+    "build_reference_pairs",
+    "cut_patch",
+    "mammo_patch_transform",
+    "prepare_mammo_patch",
+]
+
+#: How the prepared patch enters the pathology reference ``y_2`` (:func:`build_reference_pairs`).
+PASTE_MODES = ("blend", "replace", "gaussian")
 
 
 @dataclass
@@ -21,6 +31,8 @@ class ReferencePairs:
 
     ``anatomy`` (``y_1``), ``pathology`` (``y_2``: the anatomy with the prepared patch pasted in its box),
     ``weight`` (``W``: Gaussian inside the box, 0 outside), the box of each sample and provenance strings.
+    ``lesion`` is the anatomy with the prepared patch pasted unweighted: the target of the lesion check
+    (:func:`monai_synth.metrics.lesion_in_box`), the same whatever the paste mode.
     """
 
     anatomy: torch.Tensor
@@ -29,6 +41,7 @@ class ReferencePairs:
     boxes: list[BoundingBox]
     anatomy_sources: list[str]
     pathology_sources: list[str]
+    lesion: torch.Tensor | None = None
 
 
 def cut_patch(image: PreparedImage, box: BoundingBox, margin: float = 0.25) -> tuple[torch.Tensor, BoundingBox]:
@@ -61,8 +74,8 @@ def prepare_mammo_patch(
     Works in ``[0, 1]``; input and output are in ``[-1, 1]``.
 
     The third step of Fig. 1b, Gaussian weighting towards the patch edges, is applied when the patch is pasted
-    (:func:`build_reference_pairs` with ``edge_blend=True``): there the weighting fades the patch into the
-    anatomy reference, which removes the step at the patch border without darkening it.
+    (:func:`build_reference_pairs`, ``paste``): ``"gaussian"`` multiplies the patch by the Gaussian as the paper
+    does (darker towards the edges), ``"blend"`` fades it into the anatomy reference instead.
 
     Args:
         patch: ``(1, h, w)`` in ``[-1, 1]``.
@@ -143,7 +156,7 @@ def build_reference_pairs(
     sigma_factor: float = 0.2,
     max_shift: int = 0,
     seed: int = 0,
-    edge_blend: bool = True,
+    paste: str = "blend",
 ) -> ReferencePairs:
     """Pair anatomy references with pathology patches (seed 001, sections 2.1-2.2), cycling through both lists.
 
@@ -151,17 +164,23 @@ def build_reference_pairs(
     ``margin``) is optionally transformed (``patch_transform(patch, anatomy, seed_i)``, e.g.
     :func:`prepare_mammo_patch`), pasted into a copy of the anatomy at the box position (shifted by up to
     ``max_shift`` pixels) with ``place_patch``, and ``W`` is its Gaussian patch weight map (Eq. 5).
-    With ``edge_blend`` the patch is Gaussian-weighted into the anatomy, ``y_2 = y_1 + G (patch - y_1)`` with the
-    same Gaussian ``G`` as ``W`` (seed 001, Fig. 1b: weighting that removes the step at the patch border);
-    otherwise it replaces the anatomy inside its box.
+    ``paste`` chooses ``y_2`` inside the patch (``G`` is the Gaussian of ``W``):
+
+    - ``"blend"``: ``y_2 = y_1 + G (patch - y_1)``, the patch faded into the anatomy (no step at its border);
+    - ``"gaussian"``: seed 001, Fig. 1b, literally: the patch times ``G`` in ``[0, 1]`` intensities ("Gaussian
+      weighting reduces pixel intensity at the edges"), pasted over the anatomy;
+    - ``"replace"``: the patch as it is, pasted over the anatomy.
 
     Raises:
-        ValueError: when a list is empty, a pathology image has no box, or ``num_samples < 1``.
+        ValueError: when a list is empty, a pathology image has no box, ``num_samples < 1`` or ``paste`` is
+            unknown.
     """
     from monai_synth.transforms import place_patch
 
     if num_samples < 1:
         raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
+    if paste not in PASTE_MODES:
+        raise ValueError(f"`paste` must be one of {list(PASTE_MODES)}, got {paste!r}.")
     if not anatomy_images:
         raise ValueError("`anatomy_images` is empty: no anatomy reference.")
     with_box = [p for p in pathology_images if p.boxes]
@@ -171,7 +190,7 @@ def build_reference_pairs(
             "SOPInstanceUID (or `pathology_boxes` for mammograms)."
         )
     rng = np.random.default_rng(seed)
-    anat, path, weights, boxes, a_src, p_src = [], [], [], [], [], []
+    anat, path, weights, boxes, a_src, p_src, lesions = [], [], [], [], [], [], []
     for i in range(num_samples):
         a_img, p_img = anatomy_images[i % len(anatomy_images)], with_box[i % len(with_box)]
         y_1 = a_img.image
@@ -184,14 +203,22 @@ def build_reference_pairs(
         cx = int(np.clip((cut.xmin + cut.xmax + 1) // 2 + shift[1], 0, cols - 1))
         placed = place_patch(patch, (rows, cols), center=(cy, cx), sigma_factor=sigma_factor)
         inside = placed.weight > 0
-        if edge_blend:  # seed 001, Fig. 1b: Gaussian weighting towards the patch edges, fading into y_1
+        lesion = torch.where(inside, placed.canvas, y_1)  # the patch over the anatomy, not over a blank canvas
+        if paste == "blend":  # Gaussian weighting towards the patch edges, fading into y_1
             y_2 = y_1 + placed.weight * (placed.canvas - y_1)
-        else:  # the patch over the anatomy, not over a blank canvas
-            y_2 = torch.where(inside, placed.canvas, y_1)
+        elif paste == "gaussian":  # seed 001, Fig. 1b: intensity times the Gaussian, darker towards the edges
+            y_2 = torch.where(
+                inside, from_unit_range(torch.as_tensor(to_unit_range(placed.canvas)) * placed.weight), y_1
+            )
+        else:
+            y_2 = lesion
+        lesions.append(lesion)
         anat.append(y_1)
         path.append(y_2)
         weights.append(placed.weight)
         boxes.append(_placed_lesion_box(p_img.boxes[0], cut, tuple(patch.shape[-2:]), (cy, cx), (rows, cols)))
         a_src.append(a_img.source)
         p_src.append(p_img.source)
-    return ReferencePairs(torch.stack(anat), torch.stack(path), torch.stack(weights), boxes, a_src, p_src)
+    return ReferencePairs(
+        torch.stack(anat), torch.stack(path), torch.stack(weights), boxes, a_src, p_src, torch.stack(lesions)
+    )

@@ -8,6 +8,7 @@ Each sample is written as PNG with a box mask and a JSON annotation.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,9 +32,26 @@ from monai_synth.inferers.guidance import anatomy_pathology_guidance
 from monai_synth.inferers.sampling import sample
 from monai_synth.utils.io import PRIVATE_MODE, atomic_path
 
-__all__ = ["GuidedSampler", "guided_sample_pairs", "run_guided_sampling", "save_montage", "write_annotated_samples"]
+__all__ = [
+    "GUIDANCE_MODES",
+    "GuidedSampler",
+    "guided_sample_pairs",
+    "run_guided_sampling",
+    "save_montage",
+    "write_annotated_samples",
+]
 
 logger = logging.getLogger(__name__)
+
+#: ``guidance_mode`` -> (how the patch enters ``y_2``, weighting of the anatomy term); docs/guided_sampling.md
+#: gives their measured difference. ``paper_literal`` is seed 001 as written: Fig. 1b's Gaussian-weighted patch,
+#: Eq. 4's unweighted anatomy term and Eq. 5's ``W`` on the pathology term.
+GUIDANCE_MODES: dict[str, tuple[str, str]] = {
+    "blend": ("blend", "complement"),
+    "replace": ("replace", "complement"),
+    "paper_literal": ("gaussian", "none"),
+}
+LESION_REPORT = "lesion_in_box.json"
 
 
 def guided_sample_pairs(
@@ -48,6 +66,7 @@ def guided_sample_pairs(
     num_inference_steps: int | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
+    anatomy_weighting: str = "complement",
 ) -> torch.Tensor:
     """Sample one image per reference pair with two-condition guidance (seed 001, Eqs. 4-5), in batches.
 
@@ -76,6 +95,7 @@ def guided_sample_pairs(
             pathology_factor=pathology_factor,
             anatomy_last_step=anatomy_last_step,
             pathology_last_step=pathology_last_step,
+            anatomy_weighting=anatomy_weighting,
         )
         g = torch.Generator(device=device).manual_seed(int(seed) + k)
         x0 = sample(
@@ -99,13 +119,14 @@ def _to_uint8(img: torch.Tensor) -> np.ndarray:
 
 def write_annotated_samples(
     images: torch.Tensor,
-    boxes: Sequence[BoundingBox],
+    boxes: Sequence[BoundingBox | None],
     out_dir: PathLike,
     prefix: str = "sample",
     extra: Sequence[dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Write ``<prefix>_<i>.png`` (8-bit, ``[-1, 1]`` -> ``[0, 255]``), ``<prefix>_<i>_mask.png`` (box mask, 255
     inside) and ``<prefix>_<i>.json`` (``{"image", "mask", "size", "boxes": [{label, xmin, ymin, xmax, ymax}], ...}``).
+    A ``None`` box (a sample without pathology) gets an empty mask and ``"boxes": []``.
 
     Returns:
         the JSON paths.
@@ -121,12 +142,13 @@ def write_annotated_samples(
         stem = f"{prefix}_{i:04d}"
         rows, cols = int(img.shape[-2]), int(img.shape[-1])
         write_png_uint8(_to_uint8(img), out / f"{stem}.png")
-        write_png_uint8((boxes_to_mask([box], (rows, cols)) * 255).astype(np.uint8), out / f"{stem}_mask.png")
+        listed = [] if box is None else [box]
+        write_png_uint8((boxes_to_mask(listed, (rows, cols)) * 255).astype(np.uint8), out / f"{stem}_mask.png")
         record = {
             "image": f"{stem}.png",
             "mask": f"{stem}_mask.png",
             "size": [rows, cols],
-            "boxes": [box.to_dict()],
+            "boxes": [b.to_dict() for b in listed],
             **(dict(extra[i]) if extra else {}),
         }
         with atomic_path(out / f"{stem}.json") as tmp:
@@ -155,32 +177,48 @@ def run_guided_sampling(
     num_inference_steps: int | None = None,
     seed: int = 0,
     write_references: bool = False,
-    edge_blend: bool = True,
+    guidance_mode: str = "blend",
     reference_dir: PathLike | None = None,
+    positive_fraction: float = 1.0,
+    class_names: Sequence[str] = ("normal", "lesion"),
 ) -> list[Path]:
     """Build reference pairs, sample them with guidance and write annotated outputs (one call for a bundle).
 
-    Writes ``sample_<i>.png/.json/_mask.png`` into ``out_dir``. Guided samples are patient-derived by design (each
-    keeps the low frequencies of a real reference), but ``out_dir`` holds no real pixels and no file names: the
-    sidecars name their references by opaque ids (:func:`reference_id`). Only with ``write_references`` are the
-    real conditions written, to the separately named ``reference_dir`` (default: ``<out_dir>_REAL_references``
-    beside ``out_dir``): ``anatomy_<i>.png``, ``pathology_<i>.png`` (``y_1``, ``y_2``), ``weight_<i>.png`` (``W``,
-    0-255) and ``reference_ids.csv`` (opaque id -> file name, for the site only).
+    Writes ``sample_<i>.png/.json/_mask.png`` into ``out_dir``: the first ``round(num_samples *
+    positive_fraction)`` samples carry a lesion (label 1, anatomy and pathology guidance), the rest are guided by
+    their anatomy reference alone (label 0, no box, ``W = 0``). ``datalist.json`` lists them all for a classifier
+    (``{"training": [{"image", "label", "boxes", "anatomy_reference", "pathology_reference"}], "labels"}``: the
+    format of :func:`monai_synth.data.load_datalist_json`).
+
+    Guided samples are patient-derived by design (each keeps the low frequencies of a real reference), but
+    ``out_dir`` holds no real pixels and no file names: the sidecars name their references by opaque ids
+    (:func:`reference_id`). Only with ``write_references`` are the real conditions written, to the separately named
+    ``reference_dir`` (default: ``<out_dir>_REAL_references`` beside ``out_dir``): ``anatomy_<i>.png``,
+    ``pathology_<i>.png`` (``y_1``, ``y_2``), ``weight_<i>.png`` (``W``, 0-255) and ``reference_ids.csv`` (opaque
+    id -> file name, for the site only).
+
+    ``guidance_mode`` (:data:`GUIDANCE_MODES`) chooses how the patch enters ``y_2`` and how the anatomy term is
+    weighted. Each sidecar of a lesion sample carries its lesion check (``lesion_in_box``:
+    :func:`monai_synth.metrics.lesion_in_box` at the pathology factor, scores only), and ``lesion_in_box.json``
+    their summary.
 
     Returns:
         the JSON paths of the samples.
     """
+    from monai_synth.metrics.lesion import lesion_in_box_batch, summarize_lesion_scores
+
+    if guidance_mode not in GUIDANCE_MODES:
+        raise ValueError(f"`guidance_mode` must be one of {list(GUIDANCE_MODES)}, got {guidance_mode!r}.")
+    if not 0.0 <= float(positive_fraction) <= 1.0:
+        raise ValueError(f"`positive_fraction` must lie in [0, 1], got {positive_fraction!r}.")
+    if len(class_names) != 2:
+        raise ValueError(f"`class_names` must name the two classes (without, with lesion), got {list(class_names)}.")
+    n_pos = int(round(num_samples * float(positive_fraction)))
+    paste, anatomy_weighting = GUIDANCE_MODES[guidance_mode]
     pairs = build_reference_pairs(
-        anatomy_images,
-        pathology_images,
-        num_samples,
-        patch_transform,
-        margin,
-        sigma_factor,
-        max_shift,
-        seed,
-        edge_blend,
+        anatomy_images, pathology_images, num_samples, patch_transform, margin, sigma_factor, max_shift, seed, paste
     )
+    pairs = _without_lesion_after(pairs, n_pos)
     x0 = guided_sample_pairs(
         model,
         scheduler,
@@ -192,32 +230,31 @@ def run_guided_sampling(
         batch_size,
         num_inference_steps,
         seed,
+        anatomy_weighting=anatomy_weighting,
     )
     out = Path(out_dir)
-    extra = [
-        {
+    scores = lesion_in_box_batch(
+        x0[:n_pos], pairs.anatomy[:n_pos], pairs.lesion[:n_pos], pairs.boxes[:n_pos], factor=pathology_factor
+    )
+    extra = []
+    for i, (a, p) in enumerate(zip(pairs.anatomy_sources, pairs.pathology_sources)):
+        rec = {
+            "label": int(i < n_pos),
             "anatomy_reference": reference_id(a),  # opaque: file and folder names often hold patient ids or UIDs
-            "pathology_reference": reference_id(p),
+            "pathology_reference": reference_id(p) if i < n_pos else None,
             "anatomy_factor": anatomy_factor,
             "pathology_factor": pathology_factor,
+            "guidance_mode": guidance_mode,
             "patient_derived": True,
         }
-        for a, p in zip(pairs.anatomy_sources, pairs.pathology_sources)
-    ]
+        if i < n_pos:
+            rec["lesion_in_box"] = scores[i].to_dict()
+        extra.append(rec)
     if write_references:
-        refs = Path(reference_dir) if reference_dir is not None else out.parent / f"{out.name}_REAL_references"
-        if refs.resolve() == out.resolve():
-            raise ValueError("`reference_dir` must differ from `out_dir`: real reference images never go with samples.")
-        refs.mkdir(parents=True, exist_ok=True)
-        for i in range(num_samples):  # real patient pixels: owner-only files
-            for name, arr in ((f"anatomy_{i:04d}.png", _to_uint8(pairs.anatomy[i])),
-                              (f"pathology_{i:04d}.png", _to_uint8(pairs.pathology[i])),
-                              (f"weight_{i:04d}.png", to_uint8(pairs.weight[i][0].numpy()))):  # fmt: skip
-                os.chmod(write_png_uint8(arr, refs / name), PRIVATE_MODE)
-        sources = sorted(set(pairs.anatomy_sources) | set(pairs.pathology_sources), key=str)
-        with atomic_path(refs / "reference_ids.csv", PRIVATE_MODE) as tmp:
-            tmp.write_text("id,file\n" + "".join(f"{reference_id(s)},{Path(s).name}\n" for s in sources))
-    written = write_annotated_samples(x0, pairs.boxes, out, "sample", extra)
+        _write_references(pairs, out, reference_dir)
+    boxes = [b if i < n_pos else None for i, b in enumerate(pairs.boxes)]
+    written = write_annotated_samples(x0, boxes, out, "sample", extra)
+    _write_guided_datalist(written, class_names)
     report = privacy_report(
         None, len(written), None, filtered=False,
         warning="NOT checked for near-copies: guided samples are patient-derived by design: each keeps the low "
@@ -226,7 +263,65 @@ def run_guided_sampling(
         references={"n_anatomy": len(set(pairs.anatomy_sources)), "n_pathology": len(set(pairs.pathology_sources))},
     )  # fmt: skip
     write_privacy_report(report, out / PRIVACY_REPORT)
+    summary = {"guidance_mode": guidance_mode, "factor": pathology_factor, **summarize_lesion_scores(scores)}
+    with atomic_path(out / LESION_REPORT) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    logger.info("lesion in box: %s", summary)
     return written
+
+
+def _without_lesion_after(pairs: ReferencePairs, n_pos: int) -> ReferencePairs:
+    """Pairs ``n_pos`` and later lose their lesion: ``W = 0`` and ``y_2 = y_1`` (anatomy guidance only)."""
+    if n_pos >= pairs.anatomy.shape[0]:
+        return pairs
+    weight, pathology = pairs.weight.clone(), pairs.pathology.clone()
+    weight[n_pos:] = 0.0
+    pathology[n_pos:] = pairs.anatomy[n_pos:]
+    return dataclasses.replace(
+        pairs,
+        pathology=pathology,
+        weight=weight,
+        pathology_sources=pairs.pathology_sources[:n_pos] + [""] * (len(pairs.pathology_sources) - n_pos),
+    )
+
+
+def _write_references(pairs: ReferencePairs, out: Path, reference_dir: PathLike | None) -> None:
+    """The real conditions of every sample, owner-only, to ``reference_dir`` (never ``out``)."""
+    refs = Path(reference_dir) if reference_dir is not None else out.parent / f"{out.name}_REAL_references"
+    if refs.resolve() == out.resolve():
+        raise ValueError("`reference_dir` must differ from `out_dir`: real reference images never go with samples.")
+    refs.mkdir(parents=True, exist_ok=True)
+    for i in range(pairs.anatomy.shape[0]):  # real patient pixels: owner-only files
+        for name, arr in ((f"anatomy_{i:04d}.png", _to_uint8(pairs.anatomy[i])),
+                          (f"pathology_{i:04d}.png", _to_uint8(pairs.pathology[i])),
+                          (f"weight_{i:04d}.png", to_uint8(pairs.weight[i][0].numpy()))):  # fmt: skip
+            os.chmod(write_png_uint8(arr, refs / name), PRIVATE_MODE)
+    sources = sorted((set(pairs.anatomy_sources) | set(pairs.pathology_sources)) - {""}, key=str)
+    with atomic_path(refs / "reference_ids.csv", PRIVATE_MODE) as tmp:
+        tmp.write_text("id,file\n" + "".join(f"{reference_id(s)},{Path(s).name}\n" for s in sources))
+
+
+def _write_guided_datalist(jsons: Sequence[Path], class_names: Sequence[str]) -> Path:
+    """``datalist.json`` beside the samples: one labelled item per sidecar, paths relative to the folder."""
+    from monai_synth.data.datalists import write_datalist_json
+
+    items = []
+    for j in jsons:
+        rec = json.loads(j.read_text())
+        items.append({
+            "image": str(j.parent / rec["image"]),
+            "label": rec["label"],
+            "boxes": rec["boxes"],
+            "anatomy_reference": rec["anatomy_reference"],
+            "pathology_reference": rec["pathology_reference"],
+        })  # fmt: skip
+    return write_datalist_json(
+        {"training": items},
+        jsons[0].parent / "datalist.json",
+        name="monai_synth guided samples",
+        description="Synthetic images from guided sampling (seed 001); patient-derived by design.",
+        labels={str(i): n for i, n in enumerate(class_names)},
+    )
 
 
 def reference_id(source: PathLike | str) -> str:
