@@ -129,8 +129,10 @@ def write_synthetic_dicom(
     series_description: str = "SYNTHETIC diffusion samples",
     patient_id: str = "SYNTHETIC",
     uid_root: str | None = None,
+    hu_window: tuple[float, float] | None = None,
 ) -> Path:
-    """8-bit Secondary Capture DICOM, marked derived/synthetic, with no identifiers from any real study.
+    """8-bit Secondary Capture DICOM (16-bit in HU with ``hu_window``), marked derived/synthetic, with no identifiers
+    from any real study.
 
     Markers a PACS user sees: PatientName ``SYNTHETIC^<patient_id>``, ImageComments and SeriesDescription starting
     with ``SYNTHETIC``, ImageType ``DERIVED\\SECONDARY``, ConversionType ``SYN`` (synthetic image),
@@ -151,13 +153,28 @@ def write_synthetic_dicom(
         patient_id: pseudonymous PatientID of the run (a random id, never a real patient's).
         uid_root: UID prefix for the SOP Instance UID (your organisation's root, ending with ``.``); default
             pydicom's.
+        hu_window: ``(low, high)`` HU of the CT window the image was made in (e.g. lung ``(-1350, 150)``): the
+            pixels become signed 16-bit Hounsfield units ``low + x (high - low)`` (RescaleSlope 1, RescaleIntercept
+            0, RescaleType HU) with that window as WindowCenter/WindowWidth. Values outside the window were clipped
+            when the image was made and cannot be recovered.
+
+    Raises:
+        ValueError: when ``hu_window`` is not two finite numbers with ``low < high`` inside the int16 range.
     """
     if not has_pydicom:
         raise ImportError("write_synthetic_dicom needs pydicom: pip install pydicom.")
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    arr = to_uint8(_as_2d(image01, "write_synthetic_dicom"))
+    image01 = _as_2d(image01, "write_synthetic_dicom")
+    if hu_window is None:
+        arr = to_uint8(image01)
+    else:
+        lo, hi = (float(v) for v in hu_window)
+        if not (np.isfinite(lo) and np.isfinite(hi) and -32768 <= lo < hi <= 32767):
+            raise ValueError(f"`hu_window` must be (low, high) HU with low < high in the int16 range, got {hu_window}.")
+        hu = lo + np.clip(np.asarray(image01, dtype=np.float64), 0.0, 1.0) * (hi - lo)
+        arr = np.round(hu).astype(np.int16)
     sop_uid = generate_uid(prefix=uid_root) if uid_root else generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE_SOP_CLASS
@@ -199,10 +216,12 @@ def write_synthetic_dicom(
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = arr.shape
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
+    if hu_window is None:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    else:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
+        ds.WindowCenter, ds.WindowWidth = (lo + hi) / 2.0, hi - lo
     ds.PixelData = arr.tobytes()
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -184,7 +184,7 @@ def plan_class_counts(
     return counts
 
 
-def _dicom_uids(out_dir: Path, num_classes: int, uid_root: str | None = None) -> dict:
+def run_dicom_uids(out_dir: Path, num_classes: int, uid_root: str | None = None) -> dict:
     """The run's Study and per-class Series UIDs and its pseudonymous PatientID (``dicom_uids.json``, kept on
     resume): every run is its own "patient", so a PACS never merges two runs into one."""
     import secrets
@@ -296,7 +296,7 @@ def generate_dataset(
 
     with FolderLock(out, "generate_dataset"):  # a second process gets a clear error, not a mixed folder
         _check_manifest(out, settings)
-        uids = _dicom_uids(out, n_cls, uid_root) if "dicom" in fmts else None
+        uids = run_dicom_uids(out, n_cls, uid_root) if "dicom" in fmts else None
         result = _generate_batches(draw, out, fmts, names, counts, int(batch_size), progress, near_copy_filter, uids)
     logger.info("generated %d files (%d existed) in %s", result.written, result.skipped, out)
     return result

@@ -108,7 +108,9 @@ def test_train_then_sample_on_demo_data(name, tmp_path):
         box = rec["boxes"][0]
         assert box["label"] == label
         assert 0 <= box["xmin"] <= box["xmax"] < 16 and 0 <= box["ymin"] <= box["ymax"] < 16
-        assert rec["pathology_reference"].startswith("ref-") and ".dcm" not in json.dumps(rec)  # opaque ids only
+        assert rec["pathology_reference"].startswith("ref-")  # opaque ids only: no source file name
+        assert ".dcm" not in json.dumps({k: v for k, v in rec.items() if k != "dicom"})
+        assert rec.get("dicom", "sample_.dcm").startswith("sample_")  # lung CT: its own 16-bit HU DICOM
     assert not list(samples.glob("anatomy_*")) and not list(samples.glob("pathology_*"))  # no real pixels
     assert not (tmp_path / "samples_REAL_references").exists()
 

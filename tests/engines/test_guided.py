@@ -79,6 +79,72 @@ def test_real_ct_pairs(shared_data):
     assert pairs.anatomy.shape == pairs.pathology.shape == pairs.weight.shape == pairs.lesion.shape == (3, 1, 32, 32)
 
 
+def test_ct_nifti_slices_match_simpleitk_lps(shared_data):
+    """A NIfTI CT volume as guided input: its axial slices equal SimpleITK's LPS-oriented array (rows anterior ->
+    posterior, columns patient right -> left: the DICOM axial layout), windowed and resized the same way."""
+    import SimpleITK as sitk
+
+    from monai_synth.apps.guided import load_ct_volume
+    from monai_synth.data.image_io import resize_images
+    from monai_synth.transforms import HUWindow
+
+    f = shared_data / "ct_nifti_totalsegmentator_example" / "example_ct.nii.gz"
+    slices = load_ct_volume(f, size=32, window="soft_tissue", slice_step=10)
+    lps = sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.ReadImage(str(f)), "LPS")).astype(np.float32)  # (z, y, x)
+    assert len(slices) == len(range(0, lps.shape[0], 10)) and slices[3].source.endswith("#z=30")
+    for k, im in zip(range(0, lps.shape[0], 10), slices):
+        win = HUWindow(window="soft_tissue", output_range=(-1.0, 1.0))(torch.from_numpy(lps[k])[None])
+        ref = resize_images(torch.as_tensor(win)[None], 32, value_range=(-1.0, 1.0))[0].clamp(-1, 1)
+        torch.testing.assert_close(im.image, ref, atol=1e-5, rtol=0)
+    data = resolve_guided_data("ct", f.parent, lesion_free=["example_ct.nii.gz"], lesion_free_margin_mm=None)
+    assert [p.name for p in data.files] == ["example_ct.nii.gz", "example_ct_sm.nii.gz", "example_seg.nii.gz"]
+    with pytest.raises(ValueError, match="slice_step"):
+        load_ct_volume(f, slice_step=0)
+
+
+def test_ct_samples_as_16bit_hu_dicom(tmp_path):
+    """dicom_hu_window: each sample also as signed 16-bit HU DICOM with synthetic markers; read back through the
+    CT path (ScaleToHU + the same window) it equals the sample up to HU rounding."""
+    model, sched = tiny_unet(num_classes=None), DDIMScheduler(num_train_timesteps=20)
+    img = torch.full((1, 16, 16), -0.5)
+    img[0, 4:12, 4:12] = 0.8
+    path = [PreparedImage(img, [BoundingBox("A", 4, 4, 11, 11)], "p")]
+    lo, hi = -1350.0, 150.0  # lung window
+    jsons = run_guided_sampling(model, sched, [_ramp(16, -0.5)], path, tmp_path / "s", num_samples=2,
+                                num_inference_steps=3, positive_fraction=0.5, dicom_hu_window=(lo, hi),
+                                class_names=("no_nodule", "nodule"))  # fmt: skip
+    rec = json.loads(jsons[0].read_text())
+    ds = pydicom.dcmread(tmp_path / "s" / rec["dicom"])
+    assert (ds.BitsAllocated, ds.PixelRepresentation, ds.RescaleType, ds.Modality) == (16, 1, "HU", "CT")
+    assert ds.ImageComments.startswith("SYNTHETIC") and ds.PatientID.startswith("SYN") and "nodule" in ds.ImageComments
+    assert float(ds.WindowCenter) == -600.0 and float(ds.WindowWidth) == 1500.0
+    hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    png = np.asarray(Image.open(tmp_path / "s" / rec["image"]), dtype=np.float64) / 255.0
+    np.testing.assert_allclose((hu - lo) / (hi - lo), png, atol=0.5 / 255 + 1 / 1500)  # 8-bit vs 1-HU rounding
+    back = load_ct_slice(tmp_path / "s" / rec["dicom"], size=16, window="lung")
+    np.testing.assert_allclose((back.image[0].numpy() + 1) / 2, png, atol=0.5 / 255 + 1 / 1500)
+    second = pydicom.dcmread(tmp_path / "s" / "sample_0001.dcm")
+    assert second.StudyInstanceUID == ds.StudyInstanceUID and second.SeriesInstanceUID != ds.SeriesInstanceUID
+    with pytest.raises(ValueError, match="hu_window"):
+        run_guided_sampling(model, sched, [_ramp(16, -0.5)], path, tmp_path / "t", num_samples=1,
+                            num_inference_steps=2, dicom_hu_window=(150.0, -1350.0))  # fmt: skip
+
+
+def test_extensionless_dicom_series_is_read(shared_data, tmp_path):
+    """PACS exports often have no file suffix: files with the DICOM preamble are found and read like *.dcm."""
+    import shutil
+
+    src = sorted((shared_data / CT_STUDY / "dicom").glob("*.dcm"))[:3]
+    for i, f in enumerate(src):
+        shutil.copy(f, tmp_path / f"IM{i:04d}")
+    (tmp_path / "notes.txt").write_text("not an image")
+    data = resolve_guided_data("ct", tmp_path, shared_data / CT_STUDY / "annotations")
+    assert [p.name for p in data.files] == ["IM0000", "IM0001", "IM0002"]
+    images = load_prepared_images(data, size=16)
+    direct = [load_ct_slice(f, 16) for f in src]
+    assert all(torch.equal(a.image, b.image) for a, b in zip(images, direct))
+
+
 def test_real_ct_lesion_free_anatomy_by_slice_distance(shared_data):
     """Tumour boxes on slices z = -234 .. -184 mm (1-23 .. 1-13, 5 mm apart): with the default 10 mm margin only
     1-10 (15 mm away), 1-11 and 1-25 (10 mm) are lesion-free; 1-12 and 1-24, next to a boxed slice, are not."""

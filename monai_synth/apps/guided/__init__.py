@@ -11,6 +11,7 @@ from .data import (
     image_dataset,
     list_dicom_files,
     load_ct_slice,
+    load_ct_volume,
     load_mammogram,
     load_prepared_images,
     make_demo_guided_data,

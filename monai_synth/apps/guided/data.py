@@ -32,6 +32,7 @@ __all__ = [
     "image_dataset",
     "list_dicom_files",
     "load_ct_slice",
+    "load_ct_volume",
     "load_mammogram",
     "load_prepared_images",
     "make_demo_guided_data",
@@ -74,29 +75,85 @@ class GuidedData:
     labels: dict[str, int] = field(default_factory=dict)
 
 
-def list_dicom_files(path: PathLike) -> list[Path]:
-    """DICOM files of ``path``: a file, or every ``*.dcm`` below a folder (sorted), without the files marked
-    ``BurnedInAnnotation YES`` (identifying text in the pixels; :func:`monai_synth.data.deid.exclude_burned_in`
-    warns with the list).
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _is_nifti(p: Path) -> bool:
+    return p.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _is_dicom_candidate(p: Path) -> bool:
+    """``*.dcm``/``*.dicom``, or any other file with the DICOM preamble (``DICM`` at byte 128): extensionless
+    files, as PACS exports and series folders often hold."""
+    import pydicom
+
+    if p.name.startswith(".") or _is_nifti(p):
+        return False
+    return p.suffix.lower() in (".dcm", ".dicom") or pydicom.misc.is_dicom(str(p))
+
+
+def list_dicom_files(path: PathLike, nifti: bool = False) -> list[Path]:
+    """Image files of ``path``: a file, or every DICOM file below a folder (sorted; ``*.dcm``, ``*.dicom`` and files
+    of any name with the DICOM preamble), and with ``nifti`` every NIfTI volume (``*.nii``, ``*.nii.gz``). DICOM
+    files marked ``BurnedInAnnotation YES`` (identifying text in the pixels) are left out
+    (:func:`monai_synth.data.deid.exclude_burned_in` warns with the list).
 
     Raises:
-        ValueError: when ``path`` does not exist or holds no usable ``.dcm`` file.
+        ValueError: when ``path`` does not exist or holds no usable file.
     """
     from monai_synth.data.deid import exclude_burned_in
 
     p = Path(path)
     if not p.exists():
         raise ValueError(f"DICOM path {str(p)!r} does not exist.")
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*.dcm") if f.is_file())
+    if p.is_file():
+        files = [p]
+    else:
+        files = sorted(f for f in p.rglob("*") if f.is_file() and (_is_dicom_candidate(f) or (nifti and _is_nifti(f))))
     if not files:
-        raise ValueError(f"DICOM folder {str(p)!r} holds no *.dcm file.")
-    files, excluded = exclude_burned_in(files, "guidance references")
-    if not files:
+        what = "DICOM file or NIfTI volume" if nifti else "DICOM file (*.dcm or with a DICOM header)"
+        raise ValueError(f"folder {str(p)!r} holds no {what}.")
+    volumes = [f for f in files if _is_nifti(f)]
+    dicoms, excluded = exclude_burned_in([f for f in files if not _is_nifti(f)], "guidance references")
+    if not dicoms and not volumes:
         raise ValueError(
             f"every DICOM file of {str(p)!r} is marked BurnedInAnnotation=YES ({len(excluded)}): their pixels carry "
             "identifying text, so none is used; remove the text (and the flag) first."
         )
-    return files
+    return sorted(dicoms + volumes)
+
+
+def load_ct_volume(path: PathLike, size: int = 64, window: str = "lung", slice_step: int = 1) -> list[PreparedImage]:
+    """Axial slices of a CT NIfTI volume in HU, shown radiologically (patient right on the image left, anterior up),
+    windowed to ``[-1, 1]`` (``HUWindow``) and resized; every ``slice_step``-th slice, inferior to superior.
+
+    The volume is reoriented to RAS with nibabel (``as_closest_canonical``); each slice ``(x, y)`` is then flipped
+    on both axes and transposed, so rows run anterior -> posterior and columns right -> left, as a DICOM axial slice.
+
+    Raises:
+        ValueError: when the volume is not 3D or ``slice_step < 1``.
+    """
+    import nibabel as nib
+
+    from monai_synth.transforms import HUWindow
+
+    if slice_step < 1:
+        raise ValueError(f"`slice_step` must be >= 1, got {slice_step}.")
+    p = Path(path)
+    img = nib.as_closest_canonical(nib.load(str(p)))
+    vol = np.asarray(img.dataobj, dtype=np.float32)
+    if vol.ndim == 4 and vol.shape[-1] == 1:
+        vol = vol[..., 0]
+    if vol.ndim != 3:
+        raise ValueError(f"NIfTI {str(p)!r} must be a 3D CT volume, got shape {vol.shape}.")
+    hu_window = HUWindow(window=window, output_range=(-1.0, 1.0))
+    out = []
+    for k in range(0, vol.shape[2], slice_step):
+        axial = np.ascontiguousarray(vol[::-1, ::-1, k].T)  # RAS (x, y) -> rows A->P, columns R->L
+        win = torch.as_tensor(hu_window(torch.from_numpy(axial)[None]), dtype=torch.float32)
+        small = resize_images(win[None], size, value_range=(-1.0, 1.0))[0].clamp(-1.0, 1.0)
+        out.append(PreparedImage(small, [], f"{p}#z={k}", ""))
+    return out
 
 
 def _sop_uid(path: Path) -> str:
@@ -237,15 +294,22 @@ def load_prepared_images(
     window: str = "lung",
     boxes: Mapping[str, Sequence[Sequence[int]]] | None = None,
 ) -> list[PreparedImage]:
-    """Prepare every file of ``data`` with :func:`load_ct_slice` (``kind="ct"``) or :func:`load_mammogram`."""
-    if data.kind == "ct":
-        out = [load_ct_slice(f, size, window, data.annotations) for f in data.files]
-    else:
-        out = [load_mammogram(f, size, data.annotations, boxes) for f in data.files]
-    for f, im in zip(data.files, out):
+    """Prepare every file of ``data``: :func:`load_ct_slice` (``kind="ct"``; a NIfTI volume gives all its axial
+    slices, :func:`load_ct_volume`) or :func:`load_mammogram`. A volume's slices share its ``lesion_free`` and
+    ``label``."""
+    out = []
+    for f in data.files:
+        if data.kind == "ct" and _is_nifti(Path(f)):
+            ims = load_ct_volume(f, size, window)
+        elif data.kind == "ct":
+            ims = [load_ct_slice(f, size, window, data.annotations)]
+        else:
+            ims = [load_mammogram(f, size, data.annotations, boxes)]
         key = str(Path(f).resolve())
-        im.lesion_free = not im.boxes and key in data.lesion_free
-        im.label = 1 if im.boxes else 0 if im.lesion_free else data.labels.get(key)
+        for im in ims:
+            im.lesion_free = not im.boxes and key in data.lesion_free
+            im.label = 1 if im.boxes else 0 if im.lesion_free else data.labels.get(key)
+        out += ims
     return out
 
 
@@ -376,7 +440,7 @@ def resolve_guided_data(
         labels = _demo_labels(Path(dicom_dir))
         known |= {f for f, label in labels.items() if label == 0}
     annotations = load_voc_annotations(annotation_dir) if annotation_dir else {}
-    files = [f for f in list_dicom_files(dicom_dir)]
+    files = list_dicom_files(dicom_dir, nifti=kind == "ct")
     root = Path(dicom_dir) if Path(dicom_dir).is_dir() else Path(dicom_dir).parent
     for pattern in lesion_free or []:
         hits = [f for f in files if f.match(str(pattern)) or f.relative_to(root).match(str(pattern))]
@@ -409,6 +473,8 @@ def _far_from_annotated_slices(
     tags = ["SOPInstanceUID", "SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient"]
     pos: dict[str, list[tuple[Path, float, bool]]] = {}
     for f in files:
+        if _is_nifti(Path(f)):
+            continue  # no per-slice annotation in a volume
         ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=tags)
         ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
         if ipp is None or iop is None or len(ipp) != 3 or len(iop) != 6:

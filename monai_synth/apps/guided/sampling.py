@@ -181,6 +181,8 @@ def run_guided_sampling(
     reference_dir: PathLike | None = None,
     positive_fraction: float = 1.0,
     class_names: Sequence[str] = ("normal", "lesion"),
+    dicom_hu_window: Sequence[float] | None = None,
+    uid_root: str | None = None,
 ) -> list[Path]:
     """Build reference pairs, sample them with guidance and write annotated outputs (one call for a bundle).
 
@@ -201,6 +203,11 @@ def run_guided_sampling(
     weighted. Each sidecar of a lesion sample carries its lesion check (``lesion_in_box``:
     :func:`monai_synth.metrics.lesion_in_box` at the pathology factor, scores only), and ``lesion_in_box.json``
     their summary.
+
+    With ``dicom_hu_window`` (``(low, high)`` HU of the CT window the model was trained in) every sample is also
+    written as ``sample_<i>.dcm``: signed 16-bit Hounsfield units with the synthetic markers of
+    :func:`monai_synth.data.writers.write_synthetic_dicom` (one Study, one Series per class and a pseudonymous
+    PatientID per output folder, under ``uid_root``); the sidecar names it under ``"dicom"``.
 
     Returns:
         the JSON paths of the samples.
@@ -252,6 +259,10 @@ def run_guided_sampling(
         extra.append(rec)
     if write_references:
         _write_references(pairs, out, reference_dir)
+    if dicom_hu_window is not None:
+        _write_hu_dicoms(x0, [r["label"] for r in extra], out, tuple(dicom_hu_window), class_names, uid_root)
+        for i, rec in enumerate(extra):
+            rec["dicom"] = f"sample_{i:04d}.dcm"
     boxes = [b if i < n_pos else None for i, b in enumerate(pairs.boxes)]
     written = write_annotated_samples(x0, boxes, out, "sample", extra)
     _write_guided_datalist(written, class_names)
@@ -283,6 +294,31 @@ def _without_lesion_after(pairs: ReferencePairs, n_pos: int) -> ReferencePairs:
         weight=weight,
         pathology_sources=pairs.pathology_sources[:n_pos] + [""] * (len(pairs.pathology_sources) - n_pos),
     )
+
+
+def _write_hu_dicoms(
+    x0: torch.Tensor,
+    labels: Sequence[int],
+    out: Path,
+    hu_window: tuple[float, ...],
+    class_names: Sequence[str],
+    uid_root: str | None,
+) -> None:
+    """``sample_<i>.dcm`` in HU for every sample (see :func:`run_guided_sampling`)."""
+    from monai_synth.data.writers import write_synthetic_dicom
+    from monai_synth.engines.generate import run_dicom_uids
+
+    if len(hu_window) != 2:
+        raise ValueError(f"`dicom_hu_window` must be (low, high) HU, got {hu_window!r}.")
+    out.mkdir(parents=True, exist_ok=True)
+    uids = run_dicom_uids(out, len(class_names), uid_root)
+    for i, (img, c) in enumerate(zip(x0, labels)):
+        write_synthetic_dicom(
+            to_unit_range(img), out / f"sample_{i:04d}.dcm", uids["study"], uids["series"][c], label=c,
+            class_name=class_names[c], instance_number=i + 1, modality="CT", patient_id=uids["patient_id"],
+            series_description="SYNTHETIC guided CT (seed 001)", uid_root=uids.get("uid_root"),
+            hu_window=(float(hu_window[0]), float(hu_window[1])),
+        )  # fmt: skip
 
 
 def _write_references(pairs: ReferencePairs, out: Path, reference_dir: PathLike | None) -> None:
