@@ -47,8 +47,7 @@ def _parser(bundle: str, configs: list[str], overrides: dict):
 
 
 def _run(parser) -> None:
-    for step in parser.get_parsed_content("run", instantiate=True):  # the config's own run list
-        del step
+    parser.get_parsed_content("run")  # evaluating the config's run list runs it, as `monai.bundle run` does
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -63,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
 
+    from monai_synth.data.image_io import load_image_2d
     from monai_synth.metrics import InceptionFeatureExtractor, compute_kid
     from monai_synth.utils.io import atomic_path
 
@@ -99,8 +99,6 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         _run(sample)
         seconds = time.perf_counter() - t0
-        from monai_synth.data.image_io import load_image_2d
-
         pngs = sorted(out.glob("sample_[0-9][0-9][0-9][0-9].png"))
         synth = torch.stack([load_image_2d(p, rescale="dtype") for p in pngs])
         kid = compute_kid(extractor(synth), real_feats, subset_size=min(len(images), len(pngs), 100))

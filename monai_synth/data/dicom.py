@@ -227,7 +227,7 @@ def _pixel_spacing(ds) -> list[float] | None:
     return None
 
 
-def _slice_position(ds) -> float | None:
+def slice_position(ds) -> float | None:
     """Position of a slice along its normal: ``dot(cross(row_dir, col_dir), ImagePositionPatient)``."""
     iop, ipp = getattr(ds, "ImageOrientationPatient", None), getattr(ds, "ImagePositionPatient", None)
     if iop is None or ipp is None or len(iop) != 6 or len(ipp) != 3:
@@ -394,7 +394,7 @@ class ClinicalDicomReader(PydicomReader):
     def _combine_dicom_series(self, data, filenames):
         """Stack one series sorted by position along the slice normal (then InstanceNumber)."""
         items = list(zip(data, filenames))
-        positions = [_slice_position(ds) for ds, _ in items]
+        positions = [slice_position(ds) for ds, _ in items]
         if all(p is not None for p in positions):
             keys = [(p, int(getattr(ds, "InstanceNumber", 0) or 0)) for p, (ds, _) in zip(positions, items)]
             seen: dict[float, str] = {}

@@ -117,6 +117,16 @@ def write_nifti(image01: np.ndarray, path: str | os.PathLike) -> Path:
     return path
 
 
+def _synthetic_pixels(image01: np.ndarray, hu_window: tuple[float, float] | None) -> np.ndarray:
+    """uint8 pixels, or int16 HU ``low + x (high - low)`` with ``hu_window`` (checked)."""
+    if hu_window is None:
+        return to_uint8(image01)
+    lo, hi = (float(v) for v in hu_window)
+    if not (np.isfinite(lo) and np.isfinite(hi) and -32768 <= lo < hi <= 32767):
+        raise ValueError(f"`hu_window` must be (low, high) HU with low < high in the int16 range, got {hu_window}.")
+    return np.round(lo + np.clip(np.asarray(image01, dtype=np.float64), 0.0, 1.0) * (hi - lo)).astype(np.int16)
+
+
 def write_synthetic_dicom(
     image01: np.ndarray,
     path: str | os.PathLike,
@@ -166,15 +176,7 @@ def write_synthetic_dicom(
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    image01 = _as_2d(image01, "write_synthetic_dicom")
-    if hu_window is None:
-        arr = to_uint8(image01)
-    else:
-        lo, hi = (float(v) for v in hu_window)
-        if not (np.isfinite(lo) and np.isfinite(hi) and -32768 <= lo < hi <= 32767):
-            raise ValueError(f"`hu_window` must be (low, high) HU with low < high in the int16 range, got {hu_window}.")
-        hu = lo + np.clip(np.asarray(image01, dtype=np.float64), 0.0, 1.0) * (hi - lo)
-        arr = np.round(hu).astype(np.int16)
+    arr = _synthetic_pixels(_as_2d(image01, "write_synthetic_dicom"), hu_window)
     sop_uid = generate_uid(prefix=uid_root) if uid_root else generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE_SOP_CLASS
@@ -219,6 +221,7 @@ def write_synthetic_dicom(
     if hu_window is None:
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     else:
+        lo, hi = hu_window
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
         ds.WindowCenter, ds.WindowWidth = (lo + hi) / 2.0, hi - lo

@@ -470,17 +470,17 @@ def _far_from_annotated_slices(
     """CT slices at least ``margin`` mm (along the slice normal) from every annotated slice of their series."""
     import pydicom
 
+    from monai_synth.data.dicom import slice_position
+
     tags = ["SOPInstanceUID", "SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient"]
     pos: dict[str, list[tuple[Path, float, bool]]] = {}
     for f in files:
         if _is_nifti(Path(f)):
             continue  # no per-slice annotation in a volume
         ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=tags)
-        ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
-        if ipp is None or iop is None or len(ipp) != 3 or len(iop) != 6:
+        z = slice_position(ds)
+        if z is None:
             continue  # no geometry: cannot be shown to be far from the lesion
-        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-        z = float(np.dot(normal, np.asarray(ipp, float)))
         pos.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((f, z, str(ds.SOPInstanceUID) in annotations))
     out = set()
     for slices in pos.values():

@@ -39,6 +39,7 @@ def evaluate_guided_samples(
         FileNotFoundError: when ``sample_dir`` holds no ``datalist.json`` (sample first).
         ValueError: with fewer than 4 real images (two halves of at least 2 are needed).
     """
+    from monai_synth.data.ranges import to_unit_range
     from monai_synth.evaluate import table1_evaluation
     from monai_synth.utils.io import atomic_path, ensure_writable_dir
 
@@ -49,7 +50,7 @@ def evaluate_guided_samples(
     if len(images) < 4:
         raise ValueError(f"need at least 4 real images to compare against, got {len(images)}.")
     out = ensure_writable_dir(Path(output_dir))
-    real = [{"image": ((im.image.numpy() + 1.0) / 2.0).clip(0.0, 1.0).astype(np.float32)} for im in images]
+    real = [{"image": to_unit_range(im.image)} for im in images]
     order = np.random.default_rng(seed).permutation(len(real))
     half = len(real) // 2
     table = table1_evaluation(

@@ -212,7 +212,7 @@ def run_guided_sampling(
     Returns:
         the JSON paths of the samples.
     """
-    from monai_synth.metrics.lesion import lesion_in_box_batch, summarize_lesion_scores
+    from monai_synth.metrics.lesion import lesion_in_box_batch
 
     if guidance_mode not in GUIDANCE_MODES:
         raise ValueError(f"`guidance_mode` must be one of {list(GUIDANCE_MODES)}, got {guidance_mode!r}.")
@@ -243,20 +243,7 @@ def run_guided_sampling(
     scores = lesion_in_box_batch(
         x0[:n_pos], pairs.anatomy[:n_pos], pairs.lesion[:n_pos], pairs.boxes[:n_pos], factor=pathology_factor
     )
-    extra = []
-    for i, (a, p) in enumerate(zip(pairs.anatomy_sources, pairs.pathology_sources)):
-        rec = {
-            "label": int(i < n_pos),
-            "anatomy_reference": reference_id(a),  # opaque: file and folder names often hold patient ids or UIDs
-            "pathology_reference": reference_id(p) if i < n_pos else None,
-            "anatomy_factor": anatomy_factor,
-            "pathology_factor": pathology_factor,
-            "guidance_mode": guidance_mode,
-            "patient_derived": True,
-        }
-        if i < n_pos:
-            rec["lesion_in_box"] = scores[i].to_dict()
-        extra.append(rec)
+    extra = _sidecar_records(pairs, n_pos, scores, anatomy_factor, pathology_factor, guidance_mode)
     if write_references:
         _write_references(pairs, out, reference_dir)
     if dicom_hu_window is not None:
@@ -265,20 +252,50 @@ def run_guided_sampling(
             rec["dicom"] = f"sample_{i:04d}.dcm"
     boxes = [b if i < n_pos else None for i, b in enumerate(pairs.boxes)]
     written = write_annotated_samples(x0, boxes, out, "sample", extra)
-    _write_guided_datalist(written, class_names)
+    _write_guided_datalist(out, extra, boxes, class_names)
+    _write_reports(out, pairs, len(written), {"guidance_mode": guidance_mode, "factor": pathology_factor}, scores)
+    return written
+
+
+def _sidecar_records(
+    pairs: ReferencePairs, n_pos: int, scores: Sequence[Any], anatomy_factor: int, pathology_factor: int, mode: str
+) -> list[dict[str, Any]]:
+    """The sidecar fields of each sample beyond image, mask and boxes: label, opaque reference ids, settings and,
+    for lesion samples, the lesion check."""
+    records = []
+    for i, (a, p) in enumerate(zip(pairs.anatomy_sources, pairs.pathology_sources)):
+        rec = {
+            "label": int(i < n_pos),
+            "anatomy_reference": reference_id(a),  # opaque: file and folder names often hold patient ids or UIDs
+            "pathology_reference": reference_id(p) if i < n_pos else None,
+            "anatomy_factor": anatomy_factor,
+            "pathology_factor": pathology_factor,
+            "guidance_mode": mode,
+            "patient_derived": True,
+        }
+        if i < n_pos:
+            rec["lesion_in_box"] = scores[i].to_dict()
+        records.append(rec)
+    return records
+
+
+def _write_reports(out: Path, pairs: ReferencePairs, n_written: int, settings: dict, scores: Sequence[Any]) -> None:
+    """``privacy_report.json`` (not checked: patient-derived by design) and ``lesion_in_box.json`` (summary)."""
+    from monai_synth.metrics.lesion import summarize_lesion_scores
+
+    pathology = set(pairs.pathology_sources) - {""}  # "" marks a sample without lesion
     report = privacy_report(
-        None, len(written), None, filtered=False,
+        None, n_written, None, filtered=False,
         warning="NOT checked for near-copies: guided samples are patient-derived by design: each keeps the low "
         "spatial frequencies of a real reference image (seed 001, Eqs. 3-5), so a near-copy filter against the "
         "references would flag them all. Treat them as derived patient data (docs/privacy.md).",
-        references={"n_anatomy": len(set(pairs.anatomy_sources)), "n_pathology": len(set(pairs.pathology_sources))},
+        references={"n_anatomy": len(set(pairs.anatomy_sources)), "n_pathology": len(pathology)},
     )  # fmt: skip
     write_privacy_report(report, out / PRIVACY_REPORT)
-    summary = {"guidance_mode": guidance_mode, "factor": pathology_factor, **summarize_lesion_scores(scores)}
+    summary = {**settings, **summarize_lesion_scores(scores)}
     with atomic_path(out / LESION_REPORT) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     logger.info("lesion in box: %s", summary)
-    return written
 
 
 def _without_lesion_after(pairs: ReferencePairs, n_pos: int) -> ReferencePairs:
@@ -337,23 +354,25 @@ def _write_references(pairs: ReferencePairs, out: Path, reference_dir: PathLike 
         tmp.write_text("id,file\n" + "".join(f"{reference_id(s)},{Path(s).name}\n" for s in sources))
 
 
-def _write_guided_datalist(jsons: Sequence[Path], class_names: Sequence[str]) -> Path:
-    """``datalist.json`` beside the samples: one labelled item per sidecar, paths relative to the folder."""
+def _write_guided_datalist(
+    out: Path, records: Sequence[dict[str, Any]], boxes: Sequence[BoundingBox | None], class_names: Sequence[str]
+) -> Path:
+    """``datalist.json`` beside the samples: one labelled item per sample, paths relative to the folder."""
     from monai_synth.data.datalists import write_datalist_json
 
-    items = []
-    for j in jsons:
-        rec = json.loads(j.read_text())
-        items.append({
-            "image": str(j.parent / rec["image"]),
+    items = [
+        {
+            "image": str(out / f"sample_{i:04d}.png"),
             "label": rec["label"],
-            "boxes": rec["boxes"],
+            "boxes": [] if box is None else [box.to_dict()],
             "anatomy_reference": rec["anatomy_reference"],
             "pathology_reference": rec["pathology_reference"],
-        })  # fmt: skip
+        }
+        for i, (rec, box) in enumerate(zip(records, boxes))
+    ]
     return write_datalist_json(
         {"training": items},
-        jsons[0].parent / "datalist.json",
+        out / "datalist.json",
         name="monai_synth guided samples",
         description="Synthetic images from guided sampling (seed 001); patient-derived by design.",
         labels={str(i): n for i, n in enumerate(class_names)},

@@ -48,12 +48,13 @@ def labelled_items(images: Sequence[PreparedImage]) -> list[dict[str, Any]]:
     """Classifier items ``{"image": (1, H, W) float32 in [0, 1], "label", "id"}`` of the images whose class is known
     (``PreparedImage.label``); ``id`` is the opaque reference id, never the file name."""
     from monai_synth.apps.guided.sampling import reference_id
+    from monai_synth.data.ranges import to_unit_range
 
     out = []
     for im in images:
         if im.label is None:
             continue
-        arr = ((im.image.numpy().astype(np.float32) + 1.0) / 2.0).clip(0.0, 1.0)
+        arr = to_unit_range(im.image)
         out.append({"image": arr, "label": int(im.label), "id": reference_id(im.source)})
     return out
 
@@ -81,7 +82,7 @@ def with_positive_fraction(items: Sequence[Mapping[str, Any]], fraction: float, 
     return [dict(items[i]) for i in sorted(keep)]
 
 
-def _table(results: Sequence[Any], steps: Sequence[int]) -> list[dict[str, Any]]:
+def _table(results: Sequence[Any]) -> list[dict[str, Any]]:
     paper = list(SEED001_TABLE1.items())
     rows = []
     for k, r in enumerate(results):
@@ -184,7 +185,7 @@ def run_increments_study(
         device=device,
         progress=progress,
     )
-    rows = _table(results, steps_n)
+    rows = _table(results)
     report = {
         "real": {k: len(v) for k, v in splits.items()},
         "real_train_used": len(train),
