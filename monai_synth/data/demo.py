@@ -165,12 +165,12 @@ def _mg(rng: np.random.Generator, lesion_rng: np.random.Generator, size: int, la
     if label == 1:
         inner = _ellipse(y, x, cy, -1.0, ay * 0.75, ax * 0.8, size) * (x > -0.9)
         my, mx = _point_in(inner, lesion_rng, y, x)
-        r = lesion_rng.uniform(0.06, 0.12)
+        r = lesion_rng.uniform(0.1, 0.16)
         theta = np.arctan2(y - my, x - mx)
         radius = r * (1.0 + 0.18 * np.sin(3 * theta + lesion_rng.uniform(0, 6.28)) + 0.1 * np.sin(5 * theta))
         dist = np.sqrt((y - my) ** 2 + (x - mx) ** 2)
         mass = 1.0 / (1.0 + np.exp((dist / radius - 1.0) * 5.0))
-        img += lesion_rng.uniform(0.14, 0.26) * mass * breast
+        img += lesion_rng.uniform(0.22, 0.34) * mass * breast
     img = rng.uniform(0.9, 1.1) * img + 0.012 * rng.standard_normal(img.shape) * (0.3 + breast)
     if rng.random() < 0.5:  # right breast: chest wall on the other side
         img = img[:, ::-1]

@@ -39,6 +39,17 @@ def test_finding_is_local_and_visible(kind, min_peak, max_area):
         assert (diff >= 0).all()  # findings are denser than the tissue they replace
 
 
+def test_mg_mass_is_resolved_at_the_main_job_size():
+    """At the main job's 32 px every demo mass covers a few pixels clearly above the noise (not a single speck)."""
+    areas = []
+    for seed in range(20):
+        normal, abnormal = make_demo_pair("mg", 32, seed)
+        diff = abnormal.astype(np.int64) - normal.astype(np.int64)
+        areas.append(int((diff > 0.1 * 4095).sum()))  # pixels at least 0.1 of full scale brighter (~8x the noise)
+    assert min(areas) >= 6 and np.median(areas) >= 10
+    assert max(areas) <= 0.05 * 32 * 32  # still a local finding
+
+
 def test_ct_intensities_are_hu_plausible():
     hu = make_demo_images("ct", 4, 64, 0).images.astype(np.int64) - 1024
     assert np.median(hu[:, 0, :]) < -900  # air at the border
