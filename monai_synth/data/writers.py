@@ -127,6 +127,21 @@ def _synthetic_pixels(image01: np.ndarray, hu_window: tuple[float, float] | None
     return np.round(lo + np.clip(np.asarray(image01, dtype=np.float64), 0.0, 1.0) * (hi - lo)).astype(np.int16)
 
 
+def _set_image_pixels(ds: pydicom.Dataset, arr: np.ndarray, hu_window: tuple[float, float] | None) -> None:
+    """The image pixel module of :func:`write_synthetic_dicom`: 8-bit unsigned, or signed 16-bit HU with the window."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = arr.shape
+    if hu_window is None:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    else:
+        lo, hi = hu_window
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
+        ds.WindowCenter, ds.WindowWidth = (lo + hi) / 2.0, hi - lo
+    ds.PixelData = arr.tobytes()
+
+
 def write_synthetic_dicom(
     image01: np.ndarray,
     path: str | os.PathLike,
@@ -215,17 +230,7 @@ def write_synthetic_dicom(
     if class_name is not None:
         comment += f"; class={class_name}"
     ds.ImageComments = comment
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = arr.shape
-    if hu_window is None:
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    else:
-        lo, hi = hu_window
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
-        ds.WindowCenter, ds.WindowWidth = (lo + hi) / 2.0, hi - lo
-    ds.PixelData = arr.tobytes()
+    _set_image_pixels(ds, arr, hu_window)
     path = Path(path)
     with atomic_path(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)

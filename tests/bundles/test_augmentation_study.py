@@ -6,9 +6,14 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from monai.bundle import ConfigParser
+
+from monai_synth.data.datalists import split_datalist
+from monai_synth.metrics import accuracy_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundles" / "augmentation_study" / "configs"
@@ -81,12 +86,6 @@ def test_main_job_with_a_latent_generator_records_its_kind_and_first_stage(tmp_p
 
 def test_main_job_defaults_give_a_test_split_that_separates_the_arms():
     """The demo's test split has >= 200 images per class (issue 16: enough to tell the arms apart, CIs printed)."""
-    from collections import Counter
-
-    from monai.bundle import ConfigParser
-
-    from monai_synth.data.datalists import split_datalist
-
     parser = ConfigParser()
     parser.read_config([str(BUNDLE / "common.yaml"), str(BUNDLE / "run.yaml")])
     n, ratios = parser["demo_n_per_class"], parser["demo_split"]
@@ -94,7 +93,5 @@ def test_main_job_defaults_give_a_test_split_that_separates_the_arms():
     test = Counter(it["label"] for it in split_datalist(items, ratios=ratios, seed=parser["seed"])["test"])
     assert min(test.values()) >= 200, test
     # an exact 95 % interval at accuracy 0.9 on that split is narrower than +-0.04
-    from monai_synth.metrics import accuracy_ci
-
     lo, hi = accuracy_ci(int(0.9 * sum(test.values())), sum(test.values()))
     assert hi - lo < 0.08
