@@ -29,8 +29,8 @@ log = logging.getLogger("sampler_quality")
 
 # name -> (sampler, steps, guidance scale key ("none" or "cfg"), guidance interval or None)
 FAST = [("dpmpp_2m", 10), ("dpmpp_2m", 15), ("dpmpp_2m", 20), ("dpmpp_3m", 15), ("unipc_2", 10), ("unipc_2", 15),
-        ("ddim", 15)]  # fmt: skip
-CFG_FAST = [("dpmpp_2m", 15), ("unipc_2", 15), ("dpmpp_2m", 20)]
+        ("ddim", 15), ("ddim", 20), ("sde_dpmpp_2m", 10), ("sde_dpmpp_2m", 15), ("sde_dpmpp_2m", 20)]  # fmt: skip
+CFG_FAST = [("dpmpp_2m", 15), ("unipc_2", 15), ("dpmpp_2m", 20), ("sde_dpmpp_2m", 15), ("sde_dpmpp_2m", 20)]
 QUICK = ["dpmpp_2m_10", "dpmpp_2m_15", "unipc_2_15", "cfg_dpmpp_2m_15", "cfg_unipc_2_15", "cfg_interval_dpmpp_2m_15"]
 INTERVAL = (0.28, 5.42)  # sigma interval of Kynkaanniemi et al. 2024 (EDM2), in EDM sigma units
 
@@ -53,7 +53,10 @@ def settings(recipe, cfg_scale: float) -> dict[str, dict]:
 
 
 def sample_images(gen, recipe, setting: dict, counts: list[int], seed: int, batch: int) -> tuple[torch.Tensor, int]:
-    """``sum(counts)`` images in [0, 1] (labels in class order) and the number of network evaluations per image."""
+    """``sum(counts)`` images in [0, 1] (labels in class order) and the number of network evaluations per image.
+
+    ``setting``: ``sampler``, ``steps``, ``w`` (CFG weight), ``interval`` (guidance interval or ``None``) and, for
+    DDIM, optionally ``eta`` (default: the recipe's)."""
     from monai_synth.inferers.sampling import in_guidance_interval, sample
     from monai_synth.networks.schedulers import sampler_from
 
@@ -61,7 +64,7 @@ def sample_images(gen, recipe, setting: dict, counts: list[int], seed: int, batc
     sched.set_timesteps(setting["steps"])
     cfg = setting["w"] != 1.0
     nfe = sum(2 if cfg and in_guidance_interval(sched, int(t), setting["interval"]) else 1 for t in sched.timesteps)
-    eta = recipe.sample_eta if setting["sampler"] == "ddim" else 0.0
+    eta = setting.get("eta", recipe.sample_eta) if setting["sampler"] == "ddim" else 0.0
     labels = torch.cat([torch.full((n,), c, dtype=torch.long) for c, n in enumerate(counts)])
     g = torch.Generator().manual_seed(seed)
     out = []

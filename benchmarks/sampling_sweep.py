@@ -45,27 +45,10 @@ def parse_config(text: str) -> dict:
 
 def sample_set(gen, recipe, cfg: dict, counts: list[int], seed: int, batch_size: int) -> torch.Tensor:
     """Sample ``sum(counts)`` images (labels in class order) with the DDIM settings of ``cfg``; returns [0, 1]."""
-    from monai_synth.inferers.sampling import sample
-    from monai_synth.networks.schedulers import ddim_from
+    from sampler_quality import sample_images
 
-    ddim = ddim_from(gen.scheduler, clip_sample=True)
-    labels = torch.cat([torch.full((n,), c, dtype=torch.long) for c, n in enumerate(counts)])
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for start in range(0, len(labels), batch_size):
-        lab = labels[start : start + batch_size]
-        x = sample(
-            gen.model,
-            ddim,
-            shape=(len(lab), 1, recipe.image_size, recipe.image_size),
-            class_labels=lab,
-            guidance_scale=cfg["w"],
-            generator=g,
-            num_inference_steps=cfg["steps"],
-            eta=cfg["eta"],
-        )
-        out.append(((x.clamp(-1, 1) + 1) / 2).float())
-    return torch.cat(out)
+    setting = {"sampler": "ddim", "steps": cfg["steps"], "w": cfg["w"], "eta": cfg["eta"], "interval": None}
+    return sample_images(gen, recipe, setting, counts, seed, batch_size)[0]
 
 
 def real_features(extractor, splits, n: int, cache: Path | None) -> tuple[torch.Tensor, torch.Tensor]:

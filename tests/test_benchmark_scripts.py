@@ -86,3 +86,37 @@ def test_loss_fid_runs_and_reports_every_loss_and_dimension(tmp_path):
     for arm in doc["losses"].values():
         assert arm["64"]["fid_synth_test"] >= 0 and "kid_mean" in arm["64"] and arm["epochs"] == 1
     assert doc["paper"]["l2_fid64"] == 0.85
+
+
+def test_utility_curve_trains_with_minute_snapshots_and_scores_each(tmp_path):
+    """benchmarks/utility_curve.py --train-minutes (issue 16 item 5) with the rectified-flow objective: one snapshot
+    after the first epoch and the final checkpoint, each sampled with the recipe's sampler and scored."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import write_medmnist_npz
+
+    npz = tmp_path / "tiny.npz"
+    write_medmnist_npz(npz, n=8, shape=(8, 8))
+    out = tmp_path / "curve.json"
+    args = ["--data", str(npz), "--train-minutes", "0.5", "--marks", "0.0001", "--max-epochs", "2", "--n", "4",
+            "--fid-n", "4", "--fid-dims", "64", "--classifier-epochs", "1", "--work-dir", str(tmp_path / "work"),
+            "--out", str(out), "--recipe", "image_size=8", "channels=(8,8)", "attention_levels=(False,False)",
+            "norm_num_groups=8", "num_head_channels=8", "batch_size=4", "sample_steps=2", "prediction_type='flow'",
+            "sampler='rflow'"]  # fmt: skip
+    proc = _run("utility_curve.py", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["objective"] == "flow" and doc["sampling"]["sampler"] == "rflow"
+    first, last = doc["points"]
+    assert first["checkpoint"].startswith("snapshot_") and first["epoch"] == 1 and last["epoch"] == 2
+    assert 0 < first["train_minutes"] <= last["train_minutes"] < 0.5 and first["nfe"] == 2
+    assert all(p["fid_synth_test"] >= 0 and 0 <= p["synthetic_only_acc"] <= 1 for p in doc["points"])
+    again = _run("utility_curve.py", *args)  # a second call reuses the finished generator and its snapshot
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [p["checkpoint"] for p in json.loads(out.read_text())["points"]] == [first["checkpoint"], last["checkpoint"]]
+
+
+def test_utility_curve_needs_one_source_of_checkpoints(tmp_path):
+    proc = _run("utility_curve.py", "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "c.json"))
+    assert proc.returncode == 2 and "--train-minutes" in proc.stderr
+    proc = _run("utility_curve.py", "--data", "x.npz", "--train-minutes", "1", "--recipe-from", "s.json")
+    assert proc.returncode == 2 and "either" in proc.stderr

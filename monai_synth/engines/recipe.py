@@ -142,8 +142,8 @@ class DiffusionRecipe:
         hflip: random horizontal flips during diffusion training.
         guidance_scale: CFG weight w at sampling; 1 samples the conditional model alone (one network pass per step).
         sampler: a :class:`~monai_synth.networks.schedulers.SamplerKind`: ``ddim``, ``dpmpp_2m``, ``dpmpp_3m``
-            (DPM-Solver++, Lu et al. 2022), ``unipc_2``, ``unipc_3`` (UniPC, Zhao et al. 2023), ``ddpm``, or ``rflow``
-            (the only sampler of ``prediction_type="flow"``).
+            (DPM-Solver++, Lu et al. 2022), ``sde_dpmpp_2m`` (its stochastic variant), ``unipc_2``, ``unipc_3``
+            (UniPC, Zhao et al. 2023), ``ddpm``, or ``rflow`` (the only sampler of ``prediction_type="flow"``).
         sample_steps: sampler steps (network evaluations, twice that where CFG applies).
         sample_eta: DDIM eta (Song et al. 2021, Eq. 16): 1 = DDPM-like stochastic steps, 0 = deterministic; only
             used by the ``ddim`` sampler.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .checkpoint import (
     AtomicCheckpointSaver,
     CheckpointResumer,
+    MinuteSnapshotSaver,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ __all__ = [
     "load_checkpoint",
     "AtomicCheckpointSaver",
     "CheckpointResumer",
+    "MinuteSnapshotSaver",
     "load_weights_for_sampling",
 ]
 
@@ -279,6 +282,56 @@ class AtomicCheckpointSaver(_CheckpointObjects):
             )
             for _, old in found[: -self.keep_last]:
                 old.unlink(missing_ok=True)
+
+
+class MinuteSnapshotSaver(_CheckpointObjects):
+    """Keep a checkpoint of the first epoch that ends after each of the given minutes of training (wall clock from
+    ``Events.STARTED``), for curves of quality against training time.
+
+    Files are ``snapshot_{minutes:09.4f}min.pt`` in ``checkpoint_dir`` (a folder of its own: the regular saver
+    prunes and locks its folder); :attr:`taken` lists ``(minutes, path)``. Several marks passed within one epoch give
+    one snapshot. ``ema_model`` defaults to the engine's ``ema_model`` attribute.
+
+    Args:
+        checkpoint_dir: output folder of the snapshots.
+        minutes: the marks, in minutes of training (positive).
+        network, ema_model: objects to save (default: the engine's).
+    """
+
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike,
+        minutes: Sequence[float],
+        network: torch.nn.Module | None = None,
+        ema_model: torch.nn.Module | None = None,
+    ) -> None:
+        marks = sorted(float(m) for m in minutes)
+        if not marks or marks[0] <= 0:
+            raise ValueError(f"`minutes` must be one or more positive numbers, got {list(minutes)!r}.")
+        super().__init__(checkpoint_dir, network, None, ema_model)
+        self.pending, self.taken = marks, []
+        self._t0: float | None = None
+
+    def attach(self, engine) -> None:
+        """Register on ``Events.STARTED`` (the clock) and ``Events.EPOCH_COMPLETED``."""
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _start(self, engine) -> None:
+        self._t0 = time.perf_counter()
+
+    def __call__(self, engine) -> None:
+        minutes = (time.perf_counter() - self._t0) / 60.0
+        if not self.pending or minutes < self.pending[0]:
+            return
+        self.pending = [m for m in self.pending if m > minutes]
+        network = self.network if self.network is not None else engine.network
+        ema = self.ema_model if self.ema_model is not None else getattr(engine, "ema_model", None)
+        path = save_checkpoint(
+            self.checkpoint_dir / f"snapshot_{minutes:09.4f}min.pt", network, ema_model=ema, trainer=engine
+        )
+        self.taken.append((minutes, path))
+        logger.info("snapshot after %.2f min of training: %s", minutes, path)
 
 
 class CheckpointResumer(_CheckpointObjects):

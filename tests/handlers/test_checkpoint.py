@@ -148,3 +148,42 @@ def test_load_weights_for_sampling(tmp_path):
     load_weights_for_sampling(tiny_unet(seed=3), tmp_path / "plain.pt")
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         load_weights_for_sampling(target, tmp_path)
+
+
+def test_minute_snapshots_keep_the_first_epoch_after_each_mark(tmp_path, monkeypatch):
+    from ignite.engine import Events
+
+    import monai_synth.handlers.checkpoint as ckpt_module
+    from monai_synth.handlers import MinuteSnapshotSaver
+
+    clock = {"s": 0.0}  # a fake wall clock: every epoch takes exactly one minute
+    monkeypatch.setattr(ckpt_module.time, "perf_counter", lambda: clock["s"])
+    net, opt = net_and_opt()
+    engine = _engine(net, opt)
+    weights = {}
+
+    def tick(e):
+        clock["s"] += 60.0
+        weights[e.state.epoch] = {k: v.clone() for k, v in net.state_dict().items()}
+
+    engine.add_event_handler(Events.EPOCH_COMPLETED, tick)  # registered first: runs before the saver
+    saver = MinuteSnapshotSaver(tmp_path / "snap", minutes=[2.4, 1.5, 2.2, 10.0], network=net)
+    saver.attach(engine)
+    engine.run(_batches(), max_epochs=4)
+    # marks 1.5 -> the epoch ending at minute 2; 2.2 and 2.4 -> one snapshot at minute 3; 10 never reached
+    assert [round(m, 6) for m, _ in saver.taken] == [2.0, 3.0] and saver.pending == [10.0]
+    names = sorted(p.name for p in (tmp_path / "snap").iterdir())
+    assert names == ["snapshot_0002.0000min.pt", "snapshot_0003.0000min.pt"]
+    for (_, path), epoch in zip(saver.taken, (2, 3)):
+        state = torch.load(path, weights_only=True)
+        assert state["trainer"]["epoch"] == epoch
+        for k, v in weights[epoch].items():
+            assert torch.equal(state["network"][k], v), k
+
+
+@pytest.mark.parametrize("minutes", [[], [0.0, 5.0], [-1.0]])
+def test_minute_snapshots_reject_marks_that_are_not_positive(tmp_path, minutes):
+    from monai_synth.handlers import MinuteSnapshotSaver
+
+    with pytest.raises(ValueError, match="positive"):
+        MinuteSnapshotSaver(tmp_path, minutes=minutes)

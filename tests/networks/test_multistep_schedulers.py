@@ -14,6 +14,7 @@ from monai_synth.inferers.guidance import ilvr_guidance
 from monai_synth.inferers.sampling import noise_level, previous_timestep
 from monai_synth.networks.schedulers import (
     DPMSolverMultistepScheduler,
+    SDEDPMSolverMultistepScheduler,
     UniPCMultistepScheduler,
     build_scheduler,
     sampler_from,
@@ -257,3 +258,89 @@ def test_bounded_ddim_has_no_nan_at_eta_one_on_the_cosine_schedule(steps):
     if steps == 2:
         plain.set_timesteps(2)
         assert not torch.isfinite(plain.step(eps, 999, torch.randn(2, 1, 4, 4), eta=1.0)[0]).all()
+
+
+def test_sde_dpmpp_first_order_is_ddim_with_eta_one():
+    """SDE-DPM-Solver++ 1 with the same noise draws equals MONAI's own DDIM step at eta = 1 (an independent code)."""
+    from monai.networks.schedulers import DDIMScheduler
+
+    ddim = DDIMScheduler(num_train_timesteps=1000, schedule="linear_beta", clip_sample=False)
+    ddim.set_timesteps(10)  # MONAI's DDIM steps t -> t - 100 whatever its timestep list holds
+    ours = SDEDPMSolverMultistepScheduler(num_train_timesteps=1000, schedule="linear_beta", solver_order=1,
+                                          clip_sample=False)  # fmt: skip
+    ours.set_timesteps(10)
+    grid = torch.arange(900, -1, -100)  # 900, 800, ..., 0: the steps both take
+    ours.timesteps = grid
+    x0 = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    x_ours, x_ddim = x0.clone(), x0.clone()
+    g_ours, g_ddim = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    for t in grid:
+        out = torch.tanh(x_ours) * 0.3  # any network output, the same function for both
+        x_ours, _ = ours.step(out, int(t), x_ours, generator=g_ours)
+        out = torch.tanh(x_ddim) * 0.3
+        x_ddim, _ = ddim.step(out, int(t), x_ddim, eta=1.0, generator=g_ddim)
+        torch.testing.assert_close(x_ours, x_ddim, rtol=1e-4, atol=1e-5)
+
+
+def _sde_moments(order: int, n: int) -> tuple[float, float]:
+    """Mean and std of 40,000 scalar samples drawn with the exact epsilon of Gaussian data (N(MU, S^2))."""
+    train = build_scheduler("ddpm", num_train_timesteps=1000, schedule="cosine")
+    sched = sampler_from(train, "sde_dpmpp_2m", clip_sample=False)
+    sched.solver_order = order
+    sched.set_timesteps(n)
+    g = torch.Generator().manual_seed(0)
+    x = exact_state(sched, int(sched.timesteps[0]), torch.randn(40_000, generator=g, dtype=torch.float64))
+    for t in sched.timesteps:
+        x, _ = sched.step(exact_eps(sched, x, int(t)), int(t), x, generator=g)
+    return float(x.mean()), float(x.std())
+
+
+def test_sde_dpmpp_2m_samples_the_data_distribution():
+    """The stochastic solver samples N(MU, S^2) from the exact score: its moments land within sampling error at 20
+    steps, and its second-order term brings a 10-step chain closer than the first-order (DDIM eta = 1) chain."""
+    mean, std = _sde_moments(2, 20)
+    assert mean == pytest.approx(MU, abs=0.015) and std == pytest.approx(S, abs=0.015)
+    err2 = abs(_sde_moments(2, 10)[1] - S)
+    err1 = abs(_sde_moments(1, 10)[1] - S)
+    assert err2 < err1, (err2, err1)
+
+
+def test_sde_dpmpp_matches_diffusers():
+    """Step for step equal to diffusers' DPMSolverMultistepScheduler with algorithm_type='sde-dpmsolver++' (same
+    noise: both draw one Gaussian tensor per step from the generator they are given)."""
+    diffusers = pytest.importorskip("diffusers")
+    for prediction in ("epsilon", "v_prediction"):
+        ours = SDEDPMSolverMultistepScheduler(num_train_timesteps=1000, schedule="cosine", prediction_type=prediction,
+                                              solver_order=2, clip_sample=False)  # fmt: skip
+        theirs = diffusers.DPMSolverMultistepScheduler(
+            num_train_timesteps=1000, trained_betas=ours.betas.numpy(), solver_order=2, prediction_type=prediction,
+            timestep_spacing="linspace", final_sigmas_type="zero", lower_order_final=True,
+            algorithm_type="sde-dpmsolver++", solver_type="midpoint",
+        )  # fmt: skip
+        for n in (4, 12):
+            ours.set_timesteps(n)
+            theirs.set_timesteps(n)
+            assert [int(t) for t in ours.timesteps] == [int(t) for t in theirs.timesteps]
+            # float32: diffusers draws its noise in float32 whatever the sample's dtype
+            x_ours = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(n))
+            x_theirs = x_ours.clone()
+            g_ours, g_theirs = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+            for t in ours.timesteps:
+                x_ours, _ = ours.step(torch.tanh(0.7 * x_ours) * 0.5, int(t), x_ours, generator=g_ours)
+                x_theirs = theirs.step(torch.tanh(0.7 * x_theirs) * 0.5, t, x_theirs, generator=g_theirs).prev_sample
+                torch.testing.assert_close(x_ours, x_theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_sde_dpmpp_in_the_loop_is_seeded_and_rejects_order_three():
+    net = tiny_unet(num_classes=2)
+    sched = sampler_from(build_scheduler("ddpm", num_train_timesteps=50), "sde_dpmpp_2m")
+
+    def run(seed):
+        return sample(net, sched, shape=(2, 1, 8, 8), class_labels=torch.tensor([0, 1]), num_inference_steps=5,
+                      guidance_scale=2.0, generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+    a, b, c = run(0), run(0), run(1)
+    torch.testing.assert_close(a, b)  # every draw comes from the loop's generator
+    assert not torch.allclose(a, c) and torch.isfinite(a).all()
+    with pytest.raises(ValueError, match="orders 1 and 2"):
+        SDEDPMSolverMultistepScheduler(solver_order=3)

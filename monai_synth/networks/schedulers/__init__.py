@@ -3,4 +3,4 @@
 from __future__ import annotations
 
 from .factory import BoundedDDIMScheduler, SamplerKind, SchedulerKind, build_scheduler, ddim_from, sampler_from
-from .multistep import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from .multistep import DPMSolverMultistepScheduler, SDEDPMSolverMultistepScheduler, UniPCMultistepScheduler

@@ -37,13 +37,14 @@ class SchedulerKind(StrEnum):
 
 
 class SamplerKind(StrEnum):
-    """Samplers for a trained model: the training DDPM chain, DDIM, DPM-Solver++ 2M / 3M, UniPC 2 / 3, and the
-    Euler sampler of a rectified-flow model (MONAI's ``RFlowScheduler``)."""
+    """Samplers for a trained model: the training DDPM chain, DDIM, DPM-Solver++ 2M / 3M, SDE-DPM-Solver++ 2M,
+    UniPC 2 / 3, and the Euler sampler of a rectified-flow model (MONAI's ``RFlowScheduler``)."""
 
     DDPM = "ddpm"
     DDIM = "ddim"
     DPMPP_2M = "dpmpp_2m"
     DPMPP_3M = "dpmpp_3m"
+    SDE_DPMPP_2M = "sde_dpmpp_2m"
     UNIPC_2 = "unipc_2"
     UNIPC_3 = "unipc_3"
     RFLOW = "rflow"
@@ -116,15 +117,19 @@ def ddim_from(scheduler: Scheduler, clip_sample: bool | None = None) -> DDIMSche
 def sampler_from(scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sample: bool = True) -> Scheduler:
     """A sampling scheduler of ``kind`` on the noise schedule of a trained ``scheduler`` (betas copied).
 
-    ``ddpm`` returns ``scheduler`` itself; ``ddim`` is :func:`ddim_from`; ``dpmpp_2m`` / ``dpmpp_3m`` and
-    ``unipc_2`` / ``unipc_3`` are the multistep solvers of :mod:`monai_synth.networks.schedulers.multistep` with the
-    trained ``prediction_type``; ``rflow`` needs a rectified-flow ``scheduler`` (``RFlowScheduler``) and returns it.
-    Call ``set_timesteps`` before sampling.
+    ``ddpm`` returns ``scheduler`` itself; ``ddim`` is :func:`ddim_from`; ``dpmpp_2m`` / ``dpmpp_3m``,
+    ``sde_dpmpp_2m`` and ``unipc_2`` / ``unipc_3`` are the multistep solvers of
+    :mod:`monai_synth.networks.schedulers.multistep` with the trained ``prediction_type``; ``rflow`` needs a
+    rectified-flow ``scheduler`` (``RFlowScheduler``) and returns it. Call ``set_timesteps`` before sampling.
 
     Raises:
         ValueError: unknown ``kind``, or ``rflow`` for a variance-preserving model (and the reverse).
     """
-    from monai_synth.networks.schedulers.multistep import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+    from monai_synth.networks.schedulers.multistep import (
+        DPMSolverMultistepScheduler,
+        SDEDPMSolverMultistepScheduler,
+        UniPCMultistepScheduler,
+    )
 
     key = str(kind).lower()
     options = [m.value for m in SamplerKind]
@@ -140,11 +145,15 @@ def sampler_from(scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sa
         return scheduler
     if key == SamplerKind.DDIM:
         return ddim_from(scheduler, clip_sample=clip_sample)
-    cls = DPMSolverMultistepScheduler if key.startswith("dpmpp") else UniPCMultistepScheduler
+    if key.startswith("unipc"):
+        cls, order = UniPCMultistepScheduler, int(key[-1])
+    else:  # dpmpp_2m, dpmpp_3m, sde_dpmpp_2m
+        cls = SDEDPMSolverMultistepScheduler if key.startswith("sde") else DPMSolverMultistepScheduler
+        order = int(key[-2])
     solver = cls(
         num_train_timesteps=scheduler.num_train_timesteps,
         prediction_type=scheduler.prediction_type,
-        solver_order=int(key[-2 if key.startswith("dpmpp") else -1]),
+        solver_order=order,
         clip_sample=clip_sample,
     )
     solver.betas, solver.alphas = scheduler.betas, scheduler.alphas
