@@ -191,3 +191,27 @@ def test_data_source_is_demo_or_dicom(name, tmp_path):
     with pytest.raises(Exception) as info:
         parser.get_parsed_content("data")
     assert "does not exist" in repr(info.value) + repr(info.value.__cause__)
+
+
+def test_lung_ct_latent_configuration_trains_and_samples_with_tumour_guidance(tmp_path):
+    """train_latent.yaml + sample_latent.yaml (512 px by default) at 32 px with a tiny first stage: the generator is
+    latent and class-conditional, the guided samples are decoded at image size with their boxes and lesion check."""
+    configs = BUNDLES / "lung_ct_ddpm" / "configs"
+    tiny = {**TINY, "image_size": 32, "recipe#epochs": 1, "recipe#batch_size": 4, "recipe#train_minutes": None,
+            "recipe#autoencoder": {"channels": [8, 8], "norm_num_groups": 4, "latent_channels": 2, "epochs": 1,
+                                   "batch_size": 4, "adv_start_iters": 1}}  # fmt: skip
+    common = dict(run_id="run", meta_file=str(configs / "metadata.json"), bundle_root=str(BUNDLES / "lung_ct_ddpm"),
+                  output_dir=str(tmp_path), **tiny)  # fmt: skip
+    run(config_file=[str(configs / c) for c in ("common.yaml", "train_latent.yaml")], **common)
+    done = json.loads((tmp_path / "generator" / "generator_done.json").read_text())
+    assert done["generator_kind"] == "latent" and done["in_channels"] == 2
+    files = ("common.yaml", "train_latent.yaml", "sample.yaml", "sample_latent.yaml")
+    run(config_file=[str(configs / c) for c in files], num_samples=4, positive_fraction=0.5, **common)
+    samples = tmp_path / "samples_latent"
+    records = [json.loads(p.read_text()) for p in sorted(samples.glob("sample_*.json"))]
+    assert [r["label"] for r in records] == [1, 1, 0, 0]
+    assert records[0]["boxes"][0]["label"] == "nodule" and records[2]["boxes"] == []
+    from PIL import Image
+
+    assert Image.open(samples / records[0]["image"]).size == (32, 32)
+    assert json.loads((samples / "lesion_in_box.json").read_text())["n"] == 2

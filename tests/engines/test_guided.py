@@ -37,7 +37,7 @@ from monai_synth.apps.guided import (
 )
 from monai_synth.data.annotations import BoundingBox, load_voc_annotations
 from monai_synth.handlers import load_weights_for_sampling
-from monai_synth.inferers import anatomy_pathology_guidance
+from monai_synth.inferers import anatomy_pathology_guidance, lowpass_filter
 from monai_synth.metrics import lesion_in_box_batch
 
 
@@ -367,6 +367,71 @@ def test_edge_blend_fades_patch_into_anatomy():
 
 
 # ------------------------------------------------------------------------------------------------ sampling
+
+
+class _IdentityCodec(torch.nn.Module):
+    """An 'autoencoder' whose latent is the image: latent guidance must then act as pixel guidance does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def encode(self, x):
+        return x + 0 * self.anchor, torch.ones_like(x)
+
+    def decode_stage_2_outputs(self, z):
+        return z
+
+
+def _lesion_pairs(n: int = 3):
+    anat = [_ramp(16, -0.5)]
+    img = torch.full((1, 16, 16), -0.5)
+    img[0, 4:12, 4:12] = 0.8
+    path = [PreparedImage(img, [BoundingBox("A", 4, 4, 11, 11)], "p")]
+    return build_reference_pairs(anat, path, num_samples=n, margin=0.0)
+
+
+def test_latent_guided_sample_pairs_place_the_lesion_and_pass_class_labels():
+    """With an identity first stage the latent path (conditions on the decoded clean prediction) must put the
+    lesion where pixel guidance puts it; the class labels reach the conditional model unchanged."""
+    model, seen = tiny_unet(num_classes=2), []
+    model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["class_labels"].tolist()), with_kwargs=True)
+    pairs, labels = _lesion_pairs(), torch.tensor([1, 1, 0])
+    opts = dict(anatomy_factor=2, pathology_factor=2, num_inference_steps=10, seed=1, class_labels=labels)
+    x = guided_sample_pairs(model, DDIMScheduler(num_train_timesteps=50), pairs, autoencoder=_IdentityCodec(), **opts)
+    assert x.shape == (3, 1, 16, 16) and seen and all(s == [1, 1, 0] for s in seen)
+    pixel = guided_sample_pairs(model, DDIMScheduler(num_train_timesteps=50), pairs, **opts)  # the validated path
+
+    def low_corr(images):  # per-sample correlation of the low frequencies with the pasted-lesion target
+        a, b = lowpass_filter(images, 2).flatten(1), lowpass_filter(pairs.lesion, 2).flatten(1)
+        return torch.stack([torch.corrcoef(torch.stack([u, v]))[0, 1] for u, v in zip(a, b)])
+
+    torch.testing.assert_close(low_corr(x), low_corr(pixel), atol=0.05, rtol=0.0)
+    assert (x[:, 0, 6:10, 6:10].mean(dim=(1, 2)) > x[:, 0, :, :3].mean(dim=(1, 2)) + 0.3).all()  # lesion brighter
+    with pytest.raises(ValueError, match="`class_labels` has 2 entries for 3 reference pairs"):
+        guided_sample_pairs(model, DDIMScheduler(num_train_timesteps=50), pairs, class_labels=torch.tensor([1, 0]))
+
+
+def test_latent_guided_sampling_decodes_to_image_size(tmp_path):
+    """A real (tiny, untrained) AutoencoderKL: noise is drawn at the latent shape of the references, samples are
+    decoded to the image size; run_guided_sampling labels lesion samples 1 and anatomy-only ones 0."""
+    from monai_synth.networks import build_autoencoder
+
+    torch.manual_seed(0)
+    ae = build_autoencoder(channels=(8, 8), latent_channels=2, norm_num_groups=4).eval()
+    model, seen = tiny_unet(num_classes=2, in_channels=2), []
+    model.register_forward_pre_hook(lambda m, a, kw: seen.append(tuple(a[0].shape)), with_kwargs=True)
+    anat = [_ramp(16, -0.5)]
+    path = [PreparedImage(_lesion_pairs(1).lesion[0], [BoundingBox("A", 4, 4, 11, 11)], "p")]
+    jsons = run_guided_sampling(
+        model, DDIMScheduler(num_train_timesteps=50), anat, path, tmp_path, num_samples=4,
+        positive_fraction=0.5, num_inference_steps=3, autoencoder=ae, scale_factor=1.5,
+    )  # fmt: skip
+    assert set(seen) == {(4, 2, 8, 8)}  # factor-2 latents, one batch
+    assert [json.loads(j.read_text())["label"] for j in jsons] == [1, 1, 0, 0]
+    assert Image.open(tmp_path / "sample_0000.png").size == (16, 16)
+    with pytest.raises(ValueError, match="guided sampling needs labels 0/1"):
+        run_guided_sampling(tiny_unet(num_classes=0), DDIMScheduler(num_train_timesteps=50), anat, path, tmp_path / "x")
 
 
 def test_guided_sample_pairs_and_outputs(tmp_path):

@@ -38,4 +38,4 @@ from .sampling import (
     save_montage,
     write_annotated_samples,
 )
-from .study import SEED001_TABLE1, labelled_items, run_increments_study, with_positive_fraction
+from .study import SEED001_TABLE1, generator_items, labelled_items, run_increments_study, with_positive_fraction

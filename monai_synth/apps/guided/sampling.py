@@ -67,18 +67,36 @@ def guided_sample_pairs(
     seed: int = 0,
     device: str | torch.device | None = None,
     anatomy_weighting: str = "complement",
+    class_labels: torch.Tensor | None = None,
+    autoencoder: torch.nn.Module | None = None,
+    scale_factor: float = 1.0,
 ) -> torch.Tensor:
     """Sample one image per reference pair with two-condition guidance (seed 001, Eqs. 4-5), in batches.
 
-    Each batch is one call of :func:`~monai_synth.inferers.sampling.sample` with
+    Each batch is one call of :func:`~monai_synth.inferers.sampling.sample` with the conditions of
     :func:`~monai_synth.inferers.guidance.anatomy_pathology_guidance`; batch ``k`` uses a generator seeded with
-    ``seed + k``.
+    ``seed + k``. A pixel-space model is guided after every step (``MultiConditionGuidance``). With
+    ``autoencoder`` the model is a latent one (``z = scale_factor * E(x)``): the chain runs on latents shaped like
+    the encoded references, the same conditions act on the decoded clean prediction at image resolution
+    (:class:`~monai_synth.inferers.LatentLowPassGuidance`) and the final latents are decoded.
+
+    Args:
+        class_labels: ``(N,)`` labels for a class-conditional model (``None``: unconditional).
+        autoencoder: the first stage of a latent model, ``None`` for a pixel-space one.
+        scale_factor: the latent scale ``s`` of ``autoencoder``.
 
     Returns:
         ``(N, 1, size, size)`` samples on the CPU.
     """
+    from monai_synth.inferers.latent import LatentLowPassGuidance
+    from monai_synth.networks.autoencoder import decode_latents
+
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+    if class_labels is not None and len(class_labels) != pairs.anatomy.shape[0]:
+        raise ValueError(
+            f"`class_labels` has {len(class_labels)} entries for {pairs.anatomy.shape[0]} reference pairs."
+        )
     if device is None:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -98,15 +116,22 @@ def guided_sample_pairs(
             anatomy_weighting=anatomy_weighting,
         )
         g = torch.Generator(device=device).manual_seed(int(seed) + k)
-        x0 = sample(
-            model,
-            scheduler,
-            shape=tuple(pairs.anatomy[sl].shape),
-            generator=g,
-            guidance=guidance,
-            num_inference_steps=num_inference_steps,
-            device=device,
-        )
+        labels = None if class_labels is None else torch.as_tensor(class_labels[sl], dtype=torch.long).to(device)
+        if autoencoder is None:
+            x0 = sample(
+                model, scheduler, shape=tuple(pairs.anatomy[sl].shape), class_labels=labels, generator=g,
+                guidance=guidance, num_inference_steps=num_inference_steps, device=device,
+            )  # fmt: skip
+        else:
+            with torch.no_grad():
+                latent_shape = autoencoder.encode(pairs.anatomy[sl][:1].to(device))[0].shape[1:]
+            noise = torch.randn((sl.stop - sl.start, *latent_shape), generator=g, device=device)
+            latent_guidance = LatentLowPassGuidance(autoencoder, scale_factor, guidance.conditions)
+            z0 = sample(
+                model, scheduler, noise=noise, class_labels=labels, generator=g,
+                num_inference_steps=num_inference_steps, device=device, prediction_guidance=latent_guidance,
+            )  # fmt: skip
+            x0 = decode_latents(autoencoder, z0, scale_factor, batch_size)
         outs.append(x0.detach().cpu())
     return torch.cat(outs)
 
@@ -183,6 +208,8 @@ def run_guided_sampling(
     class_names: Sequence[str] = ("normal", "lesion"),
     dicom_hu_window: Sequence[float] | None = None,
     uid_root: str | None = None,
+    autoencoder: torch.nn.Module | None = None,
+    scale_factor: float = 1.0,
 ) -> list[Path]:
     """Build reference pairs, sample them with guidance and write annotated outputs (one call for a bundle).
 
@@ -209,6 +236,12 @@ def run_guided_sampling(
     :func:`monai_synth.data.writers.write_synthetic_dicom` (one Study, one Series per class and a pseudonymous
     PatientID per output folder, under ``uid_root``); the sidecar names it under ``"dicom"``.
 
+    A latent generator (``autoencoder`` and its ``scale_factor``, e.g. from
+    :func:`monai_synth.apps.augmentation.load_generator`) is guided at image resolution
+    (:func:`guided_sample_pairs`). A class-conditional model (one with class embeddings, as
+    :func:`monai_synth.apps.augmentation.train_generator` trains on :func:`generator_items`) samples lesion pairs
+    with label 1 and anatomy-only pairs with label 0.
+
     Returns:
         the JSON paths of the samples.
     """
@@ -226,6 +259,13 @@ def run_guided_sampling(
         anatomy_images, pathology_images, num_samples, patch_transform, margin, sigma_factor, max_shift, seed, paste
     )
     pairs = _without_lesion_after(pairs, n_pos)
+    labels = None
+    if getattr(model, "num_class_embeds", None) is not None:
+        if int(model.num_class_embeds) < 2:
+            raise ValueError(
+                f"the model has {model.num_class_embeds} class embeddings; guided sampling needs labels 0/1."
+            )
+        labels = (torch.arange(pairs.anatomy.shape[0]) < n_pos).long()
     x0 = guided_sample_pairs(
         model,
         scheduler,
@@ -238,6 +278,9 @@ def run_guided_sampling(
         num_inference_steps,
         seed,
         anatomy_weighting=anatomy_weighting,
+        class_labels=labels,
+        autoencoder=autoencoder,
+        scale_factor=scale_factor,
     )
     out = Path(out_dir)
     scores = lesion_in_box_batch(

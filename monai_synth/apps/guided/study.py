@@ -26,6 +26,7 @@ from monai_synth.apps.guided.data import PreparedImage
 
 __all__ = [
     "SEED001_TABLE1",
+    "generator_items",
     "labelled_items",
     "run_increments_study",
     "with_positive_fraction",
@@ -57,6 +58,21 @@ def labelled_items(images: Sequence[PreparedImage]) -> list[dict[str, Any]]:
         arr = to_unit_range(im.image)
         out.append({"image": arr, "label": int(im.label), "id": reference_id(im.source)})
     return out
+
+
+def generator_items(images: Sequence[PreparedImage]) -> list[dict[str, Any]]:
+    """Training items of a class-conditional generator (:func:`monai_synth.apps.augmentation.train_generator`):
+    ``{"image": (1, H, W) float32 in [0, 1], "label"}``, label 1 for an image with a lesion (a box, or
+    ``PreparedImage.label == 1``) and 0 for every other image (lesion-free or without an annotated lesion).
+
+    Raises:
+        ValueError: when ``images`` is empty.
+    """
+    from monai_synth.data.ranges import to_unit_range
+
+    if not images:
+        raise ValueError("`images` is empty: no training image was found.")
+    return [{"image": to_unit_range(im.image), "label": int(bool(im.boxes) or im.label == 1)} for im in images]
 
 
 def with_positive_fraction(items: Sequence[Mapping[str, Any]], fraction: float, seed: int = 0) -> list[dict]:
