@@ -40,6 +40,8 @@ def settings(recipe, cfg_scale: float) -> dict[str, dict]:
     out = {
         "ddim50": {"sampler": "ddim", "steps": 50, "w": 1.0, "interval": None},
         "cfg_ddim50": {"sampler": "ddim", "steps": 50, "w": cfg_scale, "interval": None},
+        # the deterministic reference: the probability-flow ODE that dpmpp_*/unipc_* solve, with DDIM's 50 steps
+        "ddim50_eta0": {"sampler": "ddim", "steps": 50, "w": 1.0, "interval": None, "eta": 0.0},
     }
     for sampler, steps in FAST:
         out[f"{sampler}_{steps}"] = {"sampler": sampler, "steps": steps, "w": 1.0, "interval": None}
@@ -50,6 +52,20 @@ def settings(recipe, cfg_scale: float) -> dict[str, dict]:
     out["default"] = {"sampler": recipe.sampler, "steps": recipe.sample_steps, "w": recipe.guidance_scale,
                       "interval": None if recipe.guidance_interval is None else tuple(recipe.guidance_interval)}
     return out
+
+
+def _write_json(obj: dict, path: str | Path) -> None:
+    """Write ``obj`` as JSON atomically (a killed run leaves the last complete table)."""
+    from monai_synth.utils.io import atomic_path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))
+
+
+def setting_eta(setting: dict, recipe) -> float:
+    """The DDIM eta a setting samples with: its own ``eta``, else the recipe's; 0 for the other samplers."""
+    return float(setting.get("eta", recipe.sample_eta)) if setting["sampler"] == "ddim" else 0.0
 
 
 def sample_images(gen, recipe, setting: dict, counts: list[int], seed: int, batch: int) -> tuple[torch.Tensor, int]:
@@ -64,7 +80,7 @@ def sample_images(gen, recipe, setting: dict, counts: list[int], seed: int, batc
     sched.set_timesteps(setting["steps"])
     cfg = setting["w"] != 1.0
     nfe = sum(2 if cfg and in_guidance_interval(sched, int(t), setting["interval"]) else 1 for t in sched.timesteps)
-    eta = setting.get("eta", recipe.sample_eta) if setting["sampler"] == "ddim" else 0.0
+    eta = setting_eta(setting, recipe)
     labels = torch.cat([torch.full((n,), c, dtype=torch.long) for c, n in enumerate(counts)])
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -163,10 +179,10 @@ def main(argv: list[str] | None = None) -> dict:
     for name, setting in settings(recipe, args.cfg_scale).items():
         if only and name not in only and name not in ("ddim50", "default", "cfg_ddim50"):
             continue
-        key = (setting["sampler"], setting["steps"], setting["w"], setting["interval"])
+        key = (setting["sampler"], setting["steps"], setting["w"], setting["interval"], setting_eta(setting, recipe))
         same = next((k for k, v in {**done, **result["samplers"]}.items()
-                     if (v["sampler"], v["steps"], v["w"], None if v["interval"] is None else tuple(v["interval"]))
-                     == key), None)  # fmt: skip
+                     if (v["sampler"], v["steps"], v["w"], None if v["interval"] is None else tuple(v["interval"]),
+                         setting_eta(v, recipe)) == key), None)  # fmt: skip
         if same is not None:
             result["samplers"][name] = {**({**done, **result["samplers"]}[same]), "same_as": same}
             continue
@@ -174,14 +190,13 @@ def main(argv: list[str] | None = None) -> dict:
         images, nfe = sample_images(gen, recipe, setting, counts, args.seed, args.batch_size)
         seconds = time.perf_counter() - t0
         fid = float(compute_fid(extractor(images), f_test))
-        result["samplers"][name] = {**setting, "nfe": nfe, "seconds": seconds,
+        result["samplers"][name] = {**setting, "eta": setting_eta(setting, recipe), "nfe": nfe, "seconds": seconds,
                                     "seconds_per_1000": 1000.0 * seconds / len(images), "fid": fid,
                                     "fid_ratio_to_real": fid / fid_real}  # fmt: skip
         log.info("%-28s NFE %3d  %6.1f s/1000  FID %.2f", name, nfe, 1000.0 * seconds / len(images), fid)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))
+        _write_json(result, args.out)
     result["targets"] = targets(result["samplers"])
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    _write_json(result, args.out)
     log.info("targets: %s", result["targets"])
     return result
 

@@ -120,3 +120,33 @@ def test_utility_curve_needs_one_source_of_checkpoints(tmp_path):
     assert proc.returncode == 2 and "--train-minutes" in proc.stderr
     proc = _run("utility_curve.py", "--data", "x.npz", "--train-minutes", "1", "--recipe-from", "s.json")
     assert proc.returncode == 2 and "either" in proc.stderr
+
+
+def _sampler_quality():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sampler_quality", ROOT / "benchmarks" / "sampler_quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sampler_quality_keeps_the_deterministic_ddim_apart_and_judges_targets():
+    from monai_synth.engines import DiffusionRecipe
+
+    sq = _sampler_quality()
+    recipe = DiffusionRecipe()  # DDIM 50 at eta 1
+    s = sq.settings(recipe, 2.0)
+    etas = {k: sq.setting_eta(s[k], recipe) for k in ("ddim50", "ddim50_eta0", "dpmpp_2m_15", "default")}
+    assert etas == {"ddim50": 1.0, "ddim50_eta0": 0.0, "dpmpp_2m_15": 0.0, "default": 1.0}
+    row = {"fid": 40.0, "seconds_per_1000": 100.0}
+    samplers = {"ddim50": row, "cfg_ddim50": {"fid": 50.0, "seconds_per_1000": 200.0},
+                "default": {"fid": 41.0, "seconds_per_1000": 30.0},  # 1.025x the FID in 0.3x the time, 30 s
+                "cfg_a": {"fid": 52.0, "seconds_per_1000": 70.0},  # 1.04x, 0.35x: met
+                "cfg_b": {"fid": 53.0, "seconds_per_1000": 60.0}}  # 1.06x: not met  # fmt: skip
+    t = sq.targets(samplers)
+    assert t["default_met"] and t["cfg_fast_met"] == {"cfg_a": True, "cfg_b": False}
+    assert t["default_fid_ratio_to_ddim50"] == pytest.approx(41 / 40)
+    samplers["ddim50"] = {"fid": 40.0, "seconds_per_1000": 200.0}
+    samplers["default"] = {"fid": 41.0, "seconds_per_1000": 61.0}  # 0.305x the time, but over 60 s per 1000
+    assert not sq.targets(samplers)["default_met"]
