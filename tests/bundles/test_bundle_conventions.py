@@ -75,6 +75,7 @@ def doc_table(heading: str) -> list[list[str]]:
 def bundle_set(cell: str) -> set[str]:
     if cell == "all":
         return set(NAMES)
+    cell = re.sub(r"\s*\([^)]*\)", "", cell)  # "name (`file.yaml`)": where in the bundle, for the reader
     return {b.strip() for b in cell.split(",") if b.strip()}
 
 
@@ -138,7 +139,9 @@ def test_recipe_table_matches_diffusion_recipe_and_the_overrides():
     rows = doc_table("## The recipe: one source of defaults")
     documented = {cells[0].strip("`"): cells for cells in rows}
     assert sorted(documented) == sorted(RECIPE_FIELDS)
-    overridden = {f: {n for n in NAMES if f in recipe_overrides(n)} for f in RECIPE_FIELDS}
+    # overridden: in common.yaml's recipe, or as recipe#<field> in another config of the bundle
+    elsewhere = {n: {k.split("#")[1] for c in configs(n).values() for k in c if k.startswith("recipe#")} for n in NAMES}
+    overridden = {f: {n for n in NAMES if f in recipe_overrides(n) or f in elsewhere[n]} for f in RECIPE_FIELDS}
     for field, cells in documented.items():
         spec = RECIPE_FIELDS[field]
         if spec.default is dataclasses.MISSING:  # a nested recipe: documented as its class's default instance
@@ -249,3 +252,17 @@ def test_readme_overrides_in_text_exist(name):
     parser.read_config([str(p) for p in sorted((BUNDLES / name / "configs").glob("*.yaml"), key=_config_order)])
     keys = set(re.findall(r"--([a-z]\w*(?:#\w+)*)", text))
     assert sorted(k for k in keys if not _known(k, parser)) == []
+
+
+@pytest.mark.parametrize("name", ["cxr_cfg_ddpm", "lung_ct_ddpm", "mammo_pathology_ddpm"])
+def test_common_network_is_pixel_at_any_size_and_train_latent_is_latent(name):
+    """common.yaml's network_def is the pixel UNet that train.yaml trains: its recipe must stay pixel at 128 px and
+    up (where the recipe default turns latent), and train_latent.yaml must turn it latent."""
+    latent = BUNDLES / name / "configs" / "train_latent.yaml"
+    files = ["common.yaml"] + (["train_latent.yaml"] if latent.exists() else [])
+    for n in range(1, len(files) + 1):
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLES / name / "configs" / f) for f in files[:n]])
+        parser["image_size"] = 128
+        recipe = parser.get_parsed_content("recipe", instantiate=True)
+        assert recipe.is_latent == (files[n - 1] == "train_latent.yaml"), (name, files[:n])
