@@ -137,3 +137,18 @@ def tiny_scheduler(kind: str = "ddim", num_train_timesteps: int = 50, steps: int
     if steps is not None:
         sched.set_timesteps(steps)
     return sched
+
+
+class IdentityCodec(torch.nn.Module):
+    """An 'autoencoder' whose latent is the image: latent guidance must reduce to
+    x_0-space ILVR (pixel guidance)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def encode(self, x):
+        return x + 0 * self.anchor, torch.ones_like(x)
+
+    def decode_stage_2_outputs(self, z):
+        return z

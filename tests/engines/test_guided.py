@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from helpers import CT_STUDY, CT_UID_FIRST, tiny_unet
+from helpers import CT_STUDY, CT_UID_FIRST, IdentityCodec, tiny_unet
 from monai.networks.schedulers import DDIMScheduler
 from PIL import Image
 
@@ -369,20 +369,6 @@ def test_edge_blend_fades_patch_into_anatomy():
 # ------------------------------------------------------------------------------------------------ sampling
 
 
-class _IdentityCodec(torch.nn.Module):
-    """An 'autoencoder' whose latent is the image: latent guidance must then act as pixel guidance does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(()))
-
-    def encode(self, x):
-        return x + 0 * self.anchor, torch.ones_like(x)
-
-    def decode_stage_2_outputs(self, z):
-        return z
-
-
 def _lesion_pairs(n: int = 3):
     anat = [_ramp(16, -0.5)]
     img = torch.full((1, 16, 16), -0.5)
@@ -398,7 +384,7 @@ def test_latent_guided_sample_pairs_place_the_lesion_and_pass_class_labels():
     model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["class_labels"].tolist()), with_kwargs=True)
     pairs, labels = _lesion_pairs(), torch.tensor([1, 1, 0])
     opts = dict(anatomy_factor=2, pathology_factor=2, num_inference_steps=10, seed=1, class_labels=labels)
-    x = guided_sample_pairs(model, DDIMScheduler(num_train_timesteps=50), pairs, autoencoder=_IdentityCodec(), **opts)
+    x = guided_sample_pairs(model, DDIMScheduler(num_train_timesteps=50), pairs, autoencoder=IdentityCodec(), **opts)
     assert x.shape == (3, 1, 16, 16) and seen and all(s == [1, 1, 0] for s in seen)
     pixel = guided_sample_pairs(model, DDIMScheduler(num_train_timesteps=50), pairs, **opts)  # the validated path
 

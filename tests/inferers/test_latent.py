@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny_scheduler, tiny_unet
+from helpers import IdentityCodec, tiny_scheduler, tiny_unet
 from monai.inferers import LatentDiffusionInferer
 from monai.networks.schedulers import RFlowScheduler
 
@@ -19,20 +19,6 @@ from monai_synth.inferers import (
     sample,
 )
 from monai_synth.networks import build_autoencoder, decode_latents
-
-
-class IdentityCodec(torch.nn.Module):
-    """An 'autoencoder' whose latent is the image: latent guidance must reduce to x_0-space ILVR."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(()))
-
-    def encode(self, x):
-        return x + 0 * self.anchor, torch.ones_like(x)
-
-    def decode_stage_2_outputs(self, z):
-        return z
 
 
 def _ae():
