@@ -45,7 +45,15 @@ from monai.utils import ensure_tuple, optional_import
 
 pydicom, has_pydicom = optional_import("pydicom")
 
-__all__ = ["DicomReadError", "DeferredDicomError", "ClinicalDicomReader", "load_dicom", "DICOM_DECODER_PACKAGES"]
+__all__ = [
+    "DicomReadError",
+    "DeferredDicomError",
+    "ClinicalDicomReader",
+    "load_dicom",
+    "DICOM_DECODER_PACKAGES",
+    "DICOM_SUFFIXES",
+    "is_dicom_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -236,14 +244,31 @@ def slice_position(ds) -> float | None:
     return float(np.dot(normal, np.asarray(ipp, float)))
 
 
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def is_dicom_file(path: PathLike) -> bool:
+    """The one rule by which folders are searched for DICOM files (series folders, guidance references, reader
+    studies): a regular, non-hidden file named ``*.dcm``/``*.dicom``, or of any other name with the DICOM preamble
+    (``DICM`` at byte 128), as extensionless PACS exports are."""
+    p = Path(path)
+    if p.name.startswith(".") or not p.is_file():
+        return False
+    if p.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(p, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
 def _list_folder(folder: Path) -> list[str]:
-    """DICOM candidates in ``folder``: files named ``*.dcm``/``*.dicom``/without suffix, or with a DICOM header."""
+    """The DICOM files (:func:`is_dicom_file`) directly in ``folder``, sorted; anything else is skipped."""
     out = []
     for name in sorted(glob.glob(os.path.join(folder, "*"))):
-        p = Path(name)
-        if not p.is_file() or p.name.startswith("."):
-            continue
-        if p.suffix.lower() in (".dcm", ".dicom", "") or pydicom.misc.is_dicom(name):
+        if is_dicom_file(name):
             out.append(name)
         else:
             logger.debug("skipping non-DICOM file %s", name)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import LoadImage
 
+from monai_synth.data.dicom import DICOM_SUFFIXES, is_dicom_file
 from monai_synth.data.readers import register_readers
 
 __all__ = ["PIL_SUFFIXES", "is_dicom_path", "load_image_2d", "min_max", "resize_images"]
@@ -37,15 +38,10 @@ def _loader(reader: str | None) -> LoadImage:
 
 
 def is_dicom_path(path: str | os.PathLike) -> bool:
-    """True for a series folder, a ``.dcm`` file, or a file with the DICOM preamble (``DICM`` at byte 128)."""
+    """True for a series folder, a ``.dcm``/``.dicom`` path, or a file with the DICOM preamble
+    (:func:`~monai_synth.data.dicom.is_dicom_file`)."""
     p = Path(path)
-    if p.is_dir() or p.suffix.lower() == ".dcm":
-        return True
-    if not p.is_file() or p.suffix:
-        return False
-    with open(p, "rb") as f:
-        head = f.read(132)
-    return len(head) == 132 and head[128:] == b"DICM"
+    return p.is_dir() or p.suffix.lower() in DICOM_SUFFIXES or is_dicom_file(p)
 
 
 def min_max(x: torch.Tensor) -> torch.Tensor:

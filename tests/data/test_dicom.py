@@ -68,6 +68,22 @@ def test_series_order_ignores_file_names(tmp_path, ct_files, ct_stored):
         np.testing.assert_array_equal(vol[..., k].numpy(), pydicom.dcmread(by_z[k]).pixel_array.T)
 
 
+def test_series_folder_by_preamble_not_name(tmp_path, ct_files, ct_stored):
+    """PACS exports: extensionless and vendor-suffixed (``.IMA``) slices are found by the DICM preamble; a README,
+    a hidden copy and a non-DICOM ``.txt`` in the folder are skipped, not read as slices."""
+    from monai_synth.data.dicom import is_dicom_file
+
+    for i, src in enumerate(ct_files):
+        shutil.copy(src, tmp_path / (f"IM{i:04d}" if i % 2 else f"IM{i:04d}.IMA"))
+    (tmp_path / "README").write_text("exported by a PACS\n" * 20)
+    (tmp_path / "notes.txt").write_text("x" * 200)
+    shutil.copy(ct_files[0], tmp_path / ".IM0000")
+    np.testing.assert_array_equal(load_dicom(tmp_path).numpy(), ct_stored.numpy())
+    assert not is_dicom_file(tmp_path / "README") and not is_dicom_file(tmp_path / ".IM0000")
+    assert is_dicom_file(tmp_path / "IM0001") and is_dicom_file(tmp_path / "IM0000.IMA")
+    assert not is_dicom_file(tmp_path) and not is_dicom_file(tmp_path / "missing.dcm")
+
+
 def test_monochrome1_inverted(shared_data):
     ds = pydicom.dcmread(shared_data / RG1)
     assert ds.PhotometricInterpretation == "MONOCHROME1" and ds.file_meta.TransferSyntaxUID == JPEG2000

@@ -19,6 +19,7 @@ from monai.config import PathLike
 from monai.data import Dataset
 
 from monai_synth.data.annotations import BoundingBox, VOCAnnotation, load_voc_annotations, scale_box
+from monai_synth.data.dicom import is_dicom_file
 from monai_synth.data.image_io import load_image_2d, resize_images
 from monai_synth.data.ranges import from_unit_range
 from monai_synth.utils.io import atomic_path
@@ -82,16 +83,6 @@ def _is_nifti(p: Path) -> bool:
     return p.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def _is_dicom_candidate(p: Path) -> bool:
-    """``*.dcm``/``*.dicom``, or any other file with the DICOM preamble (``DICM`` at byte 128): extensionless
-    files, as PACS exports and series folders often hold."""
-    import pydicom
-
-    if p.name.startswith(".") or _is_nifti(p):
-        return False
-    return p.suffix.lower() in (".dcm", ".dicom") or pydicom.misc.is_dicom(str(p))
-
-
 def list_dicom_files(path: PathLike, nifti: bool = False) -> list[Path]:
     """Image files of ``path``: a file, or every DICOM file below a folder (sorted; ``*.dcm``, ``*.dicom`` and files
     of any name with the DICOM preamble), and with ``nifti`` every NIfTI volume (``*.nii``, ``*.nii.gz``). DICOM
@@ -109,7 +100,7 @@ def list_dicom_files(path: PathLike, nifti: bool = False) -> list[Path]:
     if p.is_file():
         files = [p]
     else:
-        files = sorted(f for f in p.rglob("*") if f.is_file() and (_is_dicom_candidate(f) or (nifti and _is_nifti(f))))
+        files = sorted(f for f in p.rglob("*") if (f.is_file() and nifti if _is_nifti(f) else is_dicom_file(f)))
     if not files:
         what = "DICOM file or NIfTI volume" if nifti else "DICOM file (*.dcm or with a DICOM header)"
         raise ValueError(f"folder {str(p)!r} holds no {what}.")

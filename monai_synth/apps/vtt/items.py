@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monai_synth.data.datalists import load_datalist_json
-from monai_synth.data.image_io import is_dicom_path
+from monai_synth.data.dicom import DICOM_SUFFIXES, is_dicom_file
 
 __all__ = ["REAL", "SYNTHETIC", "TRUTHS", "IMAGE_SUFFIXES", "DICOM_SUFFIXES", "StudyItem", "discover_images"]
 
@@ -18,7 +18,6 @@ TRUTHS = (REAL, SYNTHETIC)
 """What a reader answers, and what an image is: the Visual Turing Test of seed 001 ("Real" or "Fake")."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 @dataclass(frozen=True)
@@ -43,10 +42,7 @@ def _check_truth(truth: str) -> str:
 
 
 def _is_image_file(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES or suffix in DICOM_SUFFIXES:
-        return True
-    return not suffix and is_dicom_path(path)  # extensionless DICOM (the DICM preamble)
+    return path.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(path)
 
 
 def _folder_items(root: Path, truth: str) -> list[StudyItem]:
