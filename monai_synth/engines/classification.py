@@ -31,7 +31,13 @@ from monai.utils import set_determinism
 from monai_synth.data.image_io import load_image_2d
 from monai_synth.handlers import mlflow_extras as mx
 from monai_synth.handlers.classification import EpochStatsHandler, HistoryRecorderHandler, KeepBestHandler
-from monai_synth.metrics.classification import METRIC_NAMES, classification_metrics, confusion_matrix, roc_auc
+from monai_synth.metrics.classification import (
+    METRIC_NAMES,
+    classification_metrics,
+    confusion_matrix,
+    roc_auc,
+    roc_curve_points,
+)
 from monai_synth.networks import build_classifier
 from monai_synth.utils.io import atomic_path, atomic_torch_save, ensure_writable_dir
 
@@ -49,7 +55,6 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_roc_curve",
     "plot_training_curves",
-    "roc_curve_points",
     "train_classifier",
 ]
 
@@ -447,27 +452,6 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str] | None = No
     ax.set_title(title or "test confusion matrix", fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def roc_curve_points(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curve ``(fpr, tpr)`` from (0, 0) to (1, 1), one point per distinct score (ties move diagonally).
-
-    ``tpr(s) = #{positives with score >= s} / P``, ``fpr(s) = #{negatives with score >= s} / N``; the trapezoidal
-    area under it equals the Mann-Whitney AUC of :func:`monai_synth.metrics.classification.roc_auc`.
-
-    Raises:
-        ValueError: ``positive`` holds no positive or no negative sample.
-    """
-    pos = np.asarray(positive, dtype=bool).reshape(-1)
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"a ROC curve needs positive and negative samples, got {n_pos} and {n_neg}.")
-    order = np.argsort(-s, kind="mergesort")
-    s, pos = s[order], pos[order]
-    last_of_score = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tps, fps = np.cumsum(pos)[last_of_score], np.cumsum(~pos)[last_of_score]
-    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos]
 
 
 def plot_roc_curve(

@@ -17,6 +17,7 @@ from .classification import (
     precision_recall_f1,
     rank_with_ties,
     roc_auc,
+    roc_curve_points,
 )
 from .features import (
     INCEPTION_DIMS,

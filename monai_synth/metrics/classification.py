@@ -22,6 +22,7 @@ __all__ = [
     "per_class_accuracy",
     "precision_recall_f1",
     "roc_auc",
+    "roc_curve_points",
     "accuracy_ci",
     "auc_ci",
     "rank_with_ties",
@@ -206,6 +207,27 @@ def roc_auc(y_true: Any, scores: Any, pos_label: int = 1) -> float:
         return _binary_auc(t == pos_label, s[:, pos_label])
     aucs = [_binary_auc(t == c, s[:, c]) for c in range(s.shape[1])]
     return float(np.nanmean(aucs)) if not all(np.isnan(aucs)) else float("nan")
+
+
+def roc_curve_points(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC curve ``(fpr, tpr)`` from (0, 0) to (1, 1), one point per distinct score (ties move diagonally).
+
+    ``tpr(s) = #{positives with score >= s} / P``, ``fpr(s) = #{negatives with score >= s} / N``; the trapezoidal
+    area under it equals the Mann-Whitney AUC of :func:`roc_auc`.
+
+    Raises:
+        ValueError: ``positive`` holds no positive or no negative sample.
+    """
+    pos = np.asarray(positive, dtype=bool).reshape(-1)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"a ROC curve needs positive and negative samples, got {n_pos} and {n_neg}.")
+    order = np.argsort(-s, kind="mergesort")
+    s, pos = s[order], pos[order]
+    last_of_score = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    tps, fps = np.cumsum(pos)[last_of_score], np.cumsum(~pos)[last_of_score]
+    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos]
 
 
 def classification_metrics(

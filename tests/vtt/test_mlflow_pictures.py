@@ -26,8 +26,9 @@ from monai_synth.apps.augmentation import study as st
 from monai_synth.apps.augmentation.grids import table2_grid
 from monai_synth.apps.augmentation.pipeline import _generator
 from monai_synth.apps.augmentation.tags import ROLE_TAG
-from monai_synth.engines.classification import ClassifierRunConfig, plot_roc_curve, roc_curve_points
+from monai_synth.engines.classification import ClassifierRunConfig, plot_roc_curve
 from monai_synth.handlers import SampleGridHandler
+from monai_synth.metrics import roc_curve_points
 from monai_synth.metrics.classification import roc_auc
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "cxr_cfg_ddpm" / "configs"
