@@ -356,8 +356,8 @@ def split_datalist(
 def _to_json(value: Any, base: Path) -> Any:
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, (str, os.PathLike)) and os.path.isabs(value):
-        p = Path(value)
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and os.path.isabs(value)):
+        p = Path(value).resolve() if isinstance(value, os.PathLike) else Path(value)
         try:
             return p.relative_to(base).as_posix()
         except ValueError:
@@ -367,6 +367,11 @@ def _to_json(value: Any, base: Path) -> Any:
 
 def write_datalist_json(splits: Mapping[str, Sequence[dict]], path: PathLike, **header: Any) -> Path:
     """Write a Decathlon-style datalist JSON (atomically); paths under the JSON's folder are stored relative.
+
+    Item values that are ``Path`` objects (relative ones taken from the working directory) and absolute path
+    strings are stored relative to the JSON's folder when they lie under it, else absolute; other strings are
+    stored as given, so a relative path *string* must already be relative to the JSON's folder (as
+    :func:`load_datalist_json` reads it).
 
     Args:
         splits: e.g. ``{"training": [...], "validation": [...], "test": [...]}``.

@@ -411,7 +411,7 @@ def _write_datalists(
     """``datalist_<fmt>.json`` per format and ``datalist.json`` (the first format), without the dropped candidates;
     recorded in ``result``."""
     for k, f in enumerate(fmts):
-        items = [{"image": str(paths[f][i]), "label": c} for i, c in enumerate(labels) if i not in result.dropped]
+        items = [{"image": Path(paths[f][i]), "label": c} for i, c in enumerate(labels) if i not in result.dropped]
         path = out / f"datalist_{f.value}.json"
         result.datalists[f.value] = write_datalist_json({"training": items}, path, class_names=names, synthetic=True)
         if k == 0:

@@ -203,6 +203,23 @@ def test_json_roundtrip_with_monai(tmp_path):
         assert [i["image"] for i in load_datalist_json(path, key)] == [i["image"] for i in splits[key]]
 
 
+def test_json_paths_from_a_relative_output_folder(tmp_path, monkeypatch):
+    """Bundles run from their folder with relative output paths (``output/samples``): a relative ``Path`` is taken
+    from the working directory, so the loader (which reads relative entries from the JSON's folder) finds the file;
+    a relative string is kept as given; an absolute path outside the folder stays absolute."""
+    monkeypatch.chdir(tmp_path)
+    out = Path("output") / "samples"
+    out.mkdir(parents=True)
+    (out / "s0.png").write_bytes(b"x")
+    outside = tmp_path / "elsewhere.png"
+    items = [{"image": out / "s0.png", "ref": "ref-0a1b"}, {"image": str(outside)}, {"image": "s0.png"}]
+    path = write_datalist_json({"training": items}, out / "datalist.json")
+    raw = json.loads(path.read_text())["training"]
+    assert [r["image"] for r in raw] == ["s0.png", str(outside), "s0.png"] and raw[0]["ref"] == "ref-0a1b"
+    loaded = load_datalist_json(path)
+    assert Path(loaded[0]["image"]).resolve() == (out / "s0.png").resolve() and Path(loaded[0]["image"]).is_file()
+
+
 def test_label_csv_with_a_byte_order_mark_and_spaced_header(tmp_path):
     """Spreadsheet exports ('CSV UTF-8') start with a BOM; the header used to read as '\\ufeffid'."""
     from monai_synth.data import dicom_folder_datalist

@@ -405,7 +405,7 @@ def _write_guided_datalist(
 
     items = [
         {
-            "image": str(out / f"sample_{i:04d}.png"),
+            "image": out / f"sample_{i:04d}.png",
             "label": rec["label"],
             "boxes": [] if box is None else [box.to_dict()],
             "anatomy_reference": rec["anatomy_reference"],
