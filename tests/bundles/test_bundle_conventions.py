@@ -266,3 +266,14 @@ def test_common_network_is_pixel_at_any_size_and_train_latent_is_latent(name):
         parser["image_size"] = 128
         recipe = parser.get_parsed_content("recipe", instantiate=True)
         assert recipe.is_latent == (files[n - 1] == "train_latent.yaml"), (name, files[:n])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_readme_runs_every_workflow_config(name):
+    """Each workflow config (train, sample, evaluate, increments ...) appears in at least one README command, so a
+    user reading the README can run every step the bundle ships."""
+    used = set()
+    for args in _readme_commands(name):
+        used.update(Path(f).name for f in ast.literal_eval(_options(args)["config_file"]))
+    shipped = {p.name for p in (BUNDLES / name / "configs").glob("*.yaml")} - {"common.yaml"}
+    assert sorted(shipped - used) == [], f"{name}: configs no README command runs"
