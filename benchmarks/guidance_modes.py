@@ -8,9 +8,10 @@ Usage::
         --epochs 600 --num-samples 48 --out benchmarks/results/guidance_modes_ct.json
 
 Trains the bundle's DDPM with its own ``train.yaml`` (reused when ``--work-dir`` holds a finished run), then samples
-``--num-samples`` guided images with every ``guidance_mode`` (same checkpoint, same seed, same reference pairs) and
-reports, per mode, the lesion check (:func:`monai_synth.metrics.lesion_in_box`: fraction of samples whose lesion is
-in its box, median correlation and gain) and KID (64-d Inception features) of the samples against the real images
+``--num-samples`` guided images with every ``guidance_mode`` (same checkpoint, same seed, same reference pairs; every
+sample with a lesion unless ``--override positive_fraction=...``) and reports, per mode, the lesion check
+(:func:`monai_synth.metrics.lesion_in_box`: fraction of samples whose lesion is in its box, median correlation and
+gain) and KID (64-d Inception features) of the samples against the real images
 the bundle prepared. ``--override key=value`` sets bundle keys for every run (values are Python literals or strings).
 """
 
@@ -94,7 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
         sample = _parser(
             args.bundle,
             ["common.yaml", "sample.yaml"],
-            {**overrides, "guidance_mode": mode, "sample_dir": str(out), "num_samples": args.num_samples},
+            # every sample with a lesion (the modes differ in how it is guided), unless --override says otherwise
+            {"positive_fraction": 1.0, **overrides, "guidance_mode": mode, "sample_dir": str(out),
+             "num_samples": args.num_samples},
         )
         t0 = time.perf_counter()
         _run(sample)
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
         synth = torch.stack([load_image_2d(p, rescale="dtype") for p in pngs])
         kid = compute_kid(extractor(synth), real_feats, subset_size=min(len(images), len(pngs), 100))
         summary = json.loads((out / "lesion_in_box.json").read_text())
-        per = [json.loads(j.read_text())["lesion_in_box"] for j in sorted(out.glob("sample_*.json"))]
+        sidecars = [json.loads(j.read_text()) for j in sorted(out.glob("sample_[0-9][0-9][0-9][0-9].json"))]
+        per = [c["lesion_in_box"] for c in sidecars if "lesion_in_box" in c]  # anatomy-only samples have none
         corr = [p["correlation"] for p in per if p["correlation"] is not None]
         result["modes"][mode] = {
             **summary,
