@@ -72,11 +72,12 @@ def sample_images(gen, recipe, setting: dict, counts: list[int], seed: int, batc
     """``sum(counts)`` images in [0, 1] (labels in class order) and the number of network evaluations per image.
 
     ``setting``: ``sampler``, ``steps``, ``w`` (CFG weight), ``interval`` (guidance interval or ``None``) and, for
-    DDIM, optionally ``eta`` (default: the recipe's)."""
+    DDIM, optionally ``eta`` (default: the recipe's) and ``clip`` (clip the predicted ``x_0`` to [-1, 1]; default
+    ``True``, as the recipe samples)."""
     from monai_synth.inferers.sampling import in_guidance_interval, sample
     from monai_synth.networks.schedulers import sampler_from
 
-    sched = sampler_from(gen.scheduler, setting["sampler"])
+    sched = sampler_from(gen.scheduler, setting["sampler"], clip_sample=setting.get("clip", True))
     sched.set_timesteps(setting["steps"])
     cfg = setting["w"] != 1.0
     nfe = sum(2 if cfg and in_guidance_interval(sched, int(t), setting["interval"]) else 1 for t in sched.timesteps)
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
                         f"{' '.join(QUICK)}); ddim50, cfg_ddim50 and default always run")
     parser.add_argument("--reuse", default=None, help="a previous result JSON of the same generator: identical "
                         "settings are copied from it instead of sampled again (its seconds were measured side by side)")
+    parser.add_argument("--recipe", nargs="*", default=[], help="DiffusionRecipe overrides for the generator, "
+                        "key=value (e.g. loss=l2); must match the generator a reused --work-dir holds")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
@@ -149,7 +152,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     if not args.cfg_scale > 1:
         raise SystemExit(f"--cfg-scale must be > 1 (w = 1 is no guidance), got {args.cfg_scale}")
-    recipe = DiffusionRecipe(train_minutes=args.train_minutes, epochs=10_000)
+    from utility import _parse_recipe
+
+    overrides = _parse_recipe(args.recipe)
+    recipe = DiffusionRecipe(**{"train_minutes": args.train_minutes, "epochs": 10_000, **overrides})
     data = Path(args.data)
     splits = load_labelled_splits("medmnist" if data.suffix == ".npz" else "folder", data, recipe.image_size)
     gen = generator_for(args, recipe, splits)
@@ -165,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
               "n": args.n, "cfg_scale": args.cfg_scale, "fid_train_test": fid_real,
               "torch_threads": torch.get_num_threads(), "recipe": {"sampler": recipe.sampler,
               "sample_steps": recipe.sample_steps, "guidance_scale": recipe.guidance_scale,
-              "sample_eta": recipe.sample_eta, "guidance_interval": recipe.guidance_interval},
+              "sample_eta": recipe.sample_eta, "guidance_interval": recipe.guidance_interval,
+              "overrides": {k: str(v) for k, v in overrides.items()}},
               "samplers": {}}  # fmt: skip
     done = {}
     if args.reuse:
