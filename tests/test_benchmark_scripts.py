@@ -150,3 +150,28 @@ def test_sampler_quality_keeps_the_deterministic_ddim_apart_and_judges_targets()
     samplers["ddim50"] = {"fid": 40.0, "seconds_per_1000": 200.0}
     samplers["default"] = {"fid": 41.0, "seconds_per_1000": 61.0}  # 0.305x the time, but over 60 s per 1000
     assert not sq.targets(samplers)["default_met"]
+
+
+def test_sampler_quality_clip_flag_reaches_the_scheduler():
+    """``clip: False`` samples without clipping the predicted x_0 (the default clips, as the recipe samples): with a
+    denoiser whose x_0 estimate leaves [-1, 1], the two trajectories must differ, and the default must equal clip."""
+    from types import SimpleNamespace
+
+    import torch
+    from monai.networks.schedulers import DDPMScheduler
+
+    from monai_synth.engines import DiffusionRecipe
+
+    class Overshoot(torch.nn.Module):
+        def forward(self, x, timesteps=None, class_labels=None):
+            return -0.5 * x  # x_0 = (x - sqrt(1 - a) eps) / sqrt(a) grows past the data range
+
+    sq = _sampler_quality()
+    gen = SimpleNamespace(model=Overshoot(), scheduler=DDPMScheduler(num_train_timesteps=100))
+    recipe = DiffusionRecipe(image_size=8)
+    base = {"sampler": "ddim", "steps": 5, "w": 1.0, "interval": None, "eta": 0.0}
+    out = {k: sq.sample_images(gen, recipe, {**base, **extra}, [2, 2], 0, 4)[0]
+           for k, extra in (("default", {}), ("clip", {"clip": True}), ("noclip", {"clip": False}))}  # fmt: skip
+    assert torch.equal(out["default"], out["clip"])
+    assert not torch.allclose(out["clip"], out["noclip"])
+    assert all(0.0 <= float(v.min()) and float(v.max()) <= 1.0 for v in out.values())
