@@ -175,3 +175,38 @@ def test_sampler_quality_clip_flag_reaches_the_scheduler():
     assert torch.equal(out["default"], out["clip"])
     assert not torch.allclose(out["clip"], out["noclip"])
     assert all(0.0 <= float(v.min()) and float(v.max()) <= 1.0 for v in out.values())
+
+
+def test_ode_diagnostic_x0_profile_is_zero_for_an_oracle_and_counts_overshoot():
+    """An oracle denoiser (the true noise, from x_t and the known x_0) has zero x_0 error at every timestep; one that
+    predicts zero noise has x_0 estimate x_t / sqrt(abar), which leaves [-1, 1] at high noise."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    import torch
+    from monai.networks.schedulers import DDPMScheduler
+
+    spec = importlib.util.spec_from_file_location("ode_diagnostic", ROOT / "benchmarks" / "ode_diagnostic.py")
+    od = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(od)
+    sched = DDPMScheduler(num_train_timesteps=100, schedule="cosine")
+    x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+    mean = x0.mean(0, keepdim=True)
+
+    class Oracle(torch.nn.Module):
+        def forward(self, xt, timesteps=None, class_labels=None):
+            a = sched.alphas_cumprod[int(timesteps[0])]
+            return (xt - a.sqrt() * x0) / (1 - a).sqrt()
+
+    rows = od.x0_error_profile(SimpleNamespace(model=Oracle(), scheduler=sched), x0, None, mean, (90, 50, 5))
+    assert [r["t"] for r in rows] == [90, 50, 5]
+    assert max(r["rmse_x0_network"] for r in rows) < 1e-4
+    ref = float(((mean - x0) ** 2).mean().sqrt())
+    assert all(abs(r["rmse_x0_train_mean"] - ref) < 1e-6 for r in rows)
+
+    class Zero(torch.nn.Module):
+        def forward(self, xt, timesteps=None, class_labels=None):
+            return torch.zeros_like(xt)
+
+    rows = od.x0_error_profile(SimpleNamespace(model=Zero(), scheduler=sched), x0, None, mean, (95, 5))
+    assert rows[0]["fraction_outside"] > 0.5 and rows[0]["rmse_x0_network"] > rows[1]["rmse_x0_network"]
