@@ -1,4 +1,4 @@
-"""Is the poor probability-flow ODE of a short-trained generator a property of its EMA weights? -> JSON.
+"""Why is the probability-flow ODE of a short-trained generator poor: its EMA weights, or its x_0 estimates? -> JSON.
 
 Usage::
 
@@ -10,8 +10,9 @@ samples 1000 class-balanced PneumoniaMNIST images with DDIM 50 at eta 0 (the ODE
 pixel mean and standard deviation of each set (the real test set's too), and the seconds. ``--grids``: a PNG of 8
 images per class for each setting.
 
-``--profile``: instead, the network's clean-image estimate ``x_0 = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)``
-at a grid of timesteps, on 256 real test images noised with known noise: its RMSE against the true image, the RMSE of
+``--profile``: instead, the network's clean-image estimate (for epsilon prediction
+``x_0 = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)``, :func:`monai_synth.inferers.sampling.predicted_x0`) at a
+grid of timesteps, on 256 real test images noised with known noise: its RMSE against the true image, the RMSE of
 the training mean image (what the ideal denoiser approaches at high noise), and the fraction of pixels outside
 [-1, 1] (where the samplers' clipping acts).
 """
@@ -19,7 +20,6 @@ the training mean image (what the ideal denoiser approaches at high noise), and 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -48,18 +48,15 @@ def main(argv: list[str] | None = None) -> dict:
     from monai_synth.engines.generate import plan_class_counts
     from monai_synth.evaluate import stack_items
     from monai_synth.handlers.checkpoint import latest_checkpoint, load_weights_for_sampling
-    from monai_synth.handlers.sample_grid import save_grid_png
+    from monai_synth.handlers.sample_grid import make_grid, save_grid_png
     from monai_synth.metrics import InceptionFeatureExtractor, compute_fid
-    from monai_synth.utils.io import atomic_path
 
     recipe = DiffusionRecipe(**{"epochs": 10_000, **_parse_recipe(args.recipe)})
     splits = load_labelled_splits("medmnist", args.data, recipe.image_size)
     gen_dir = Path(args.work_dir) / "generator"
     gen = load_generator(gen_dir, recipe, 2)
-    ext = InceptionFeatureExtractor(dims=2048)
     rng = np.random.default_rng(0)
-    test = stack_items([splits["test"][i] for i in rng.permutation(len(splits["test"]))[:1000]])
-    f_test = ext(test)
+    test_order = rng.permutation(len(splits["test"]))
     if args.profile:
         idx = rng.permutation(len(splits["test"]))[:256]
         x0 = stack_items([splits["test"][i] for i in idx]) * 2 - 1
@@ -67,8 +64,11 @@ def main(argv: list[str] | None = None) -> dict:
         mean = (stack_items(splits["train"][:2000]) * 2 - 1).mean(0, keepdim=True)
         res = {"work_dir": str(args.work_dir), "recipe_overrides": args.recipe, "n": len(idx),
                "profile": x0_error_profile(gen, x0, labels, mean, (980, 900, 800, 600, 400, 200, 100, 40, 10))}
-        _write(res, args.out, atomic_path)
+        sq._write_json(res, args.out)
         return res
+    ext = InceptionFeatureExtractor(dims=2048)
+    test = stack_items([splits["test"][i] for i in test_order[:1000]])
+    f_test = ext(test)
     counts = plan_class_counts(class_ratio=[1.0, 1.0], total=1000)
     raw = load_weights_for_sampling(recipe.build_network(2, in_channels=1), latest_checkpoint(gen_dir / "checkpoints"),
                                     use_ema=False)  # fmt: skip
@@ -84,34 +84,28 @@ def main(argv: list[str] | None = None) -> dict:
             res[key] = {"fid": fid, "seconds": time.perf_counter() - t0, "mean": float(imgs.mean()),
                         "std": float(imgs.std())}  # fmt: skip
             print(key, res[key], flush=True)
-            if args.grids:
-                g = torch.cat([imgs[:8], imgs[-8:]])[:, 0].numpy()
-                g = np.concatenate([np.concatenate(list(g[:8]), 1), np.concatenate(list(g[8:]), 1)], 0)
-                save_grid_png(np.round(np.clip(g, 0, 1) * 255).astype(np.uint8), Path(args.grids) / f"{key}.png")
+            if args.grids:  # first row class 0, second row class 1
+                grid = make_grid(torch.cat([imgs[:8], imgs[-8:]]), nrow=8, value_range=(0.0, 1.0))
+                save_grid_png(grid, Path(args.grids) / f"{key}.png")
     res["real_test"] = {"mean": float(test.mean()), "std": float(test.std())}
-    _write(res, args.out, atomic_path)
+    sq._write_json(res, args.out)
     return res
-
-
-def _write(res: dict, out: str, atomic_path) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(res, indent=1))
 
 
 @torch.no_grad()
 def x0_error_profile(gen, x0: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor, timesteps) -> list[dict]:
-    """Per timestep: RMSE of the epsilon network's ``x_0`` estimate and of ``mean`` against ``x0`` (in [-1, 1]),
-    and the fraction of estimated pixels outside [-1, 1]. Noise drawn with a fixed seed."""
+    """Per timestep: RMSE of the network's ``x_0`` estimate and of ``mean`` against ``x0`` (in [-1, 1]), and the
+    fraction of estimated pixels outside [-1, 1]. Noise drawn with a fixed seed."""
+    from monai_synth.inferers.sampling import predicted_x0
+
     g = torch.Generator().manual_seed(0)
     rows = []
     for t in timesteps:
-        a = gen.scheduler.alphas_cumprod[t]
-        eps = torch.randn(x0.shape, generator=g)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        e = gen.model(xt, timesteps=torch.full((len(xt),), t), class_labels=labels)
-        est = (xt - (1 - a).sqrt() * e) / a.sqrt()
-        rows.append({"t": int(t), "alpha_bar": float(a), "rmse_x0_network": float(((est - x0) ** 2).mean().sqrt()),
+        steps = torch.full((len(x0),), t, dtype=torch.long)
+        xt = gen.scheduler.add_noise(x0, torch.randn(x0.shape, generator=g), steps)
+        est = predicted_x0(gen.scheduler, gen.model(xt, timesteps=steps, class_labels=labels), xt, t)
+        rows.append({"t": int(t), "alpha_bar": float(gen.scheduler.alphas_cumprod[t]),
+                     "rmse_x0_network": float(((est - x0) ** 2).mean().sqrt()),
                      "rmse_x0_train_mean": float(((mean - x0) ** 2).mean().sqrt()),
                      "fraction_outside": float((est.abs() > 1).float().mean())})  # fmt: skip
         print(rows[-1], flush=True)

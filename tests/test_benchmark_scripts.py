@@ -122,10 +122,11 @@ def test_utility_curve_needs_one_source_of_checkpoints(tmp_path):
     assert proc.returncode == 2 and "either" in proc.stderr
 
 
-def _sampler_quality():
+def _benchmark(name: str):
+    """The module of ``benchmarks/<name>.py`` (the scripts are not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("sampler_quality", ROOT / "benchmarks" / "sampler_quality.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -134,7 +135,7 @@ def _sampler_quality():
 def test_sampler_quality_keeps_the_deterministic_ddim_apart_and_judges_targets():
     from monai_synth.engines import DiffusionRecipe
 
-    sq = _sampler_quality()
+    sq = _benchmark("sampler_quality")
     recipe = DiffusionRecipe()  # DDIM 50 at eta 1
     s = sq.settings(recipe, 2.0)
     etas = {k: sq.setting_eta(s[k], recipe) for k in ("ddim50", "ddim50_eta0", "dpmpp_2m_15", "default")}
@@ -166,7 +167,7 @@ def test_sampler_quality_clip_flag_reaches_the_scheduler():
         def forward(self, x, timesteps=None, class_labels=None):
             return -0.5 * x  # x_0 = (x - sqrt(1 - a) eps) / sqrt(a) grows past the data range
 
-    sq = _sampler_quality()
+    sq = _benchmark("sampler_quality")
     gen = SimpleNamespace(model=Overshoot(), scheduler=DDPMScheduler(num_train_timesteps=100))
     recipe = DiffusionRecipe(image_size=8)
     base = {"sampler": "ddim", "steps": 5, "w": 1.0, "interval": None, "eta": 0.0}
@@ -180,15 +181,12 @@ def test_sampler_quality_clip_flag_reaches_the_scheduler():
 def test_ode_diagnostic_x0_profile_is_zero_for_an_oracle_and_counts_overshoot():
     """An oracle denoiser (the true noise, from x_t and the known x_0) has zero x_0 error at every timestep; one that
     predicts zero noise has x_0 estimate x_t / sqrt(abar), which leaves [-1, 1] at high noise."""
-    import importlib.util
     from types import SimpleNamespace
 
     import torch
     from monai.networks.schedulers import DDPMScheduler
 
-    spec = importlib.util.spec_from_file_location("ode_diagnostic", ROOT / "benchmarks" / "ode_diagnostic.py")
-    od = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(od)
+    od = _benchmark("ode_diagnostic")
     sched = DDPMScheduler(num_train_timesteps=100, schedule="cosine")
     x0 = torch.rand(4, 1, 8, 8) * 2 - 1
     mean = x0.mean(0, keepdim=True)
