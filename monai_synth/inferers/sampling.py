@@ -305,6 +305,22 @@ def _check_timesteps(scheduler: Scheduler) -> list[int]:
     return timesteps
 
 
+def _sampling_device(
+    model: torch.nn.Module, device: str | torch.device | None, generator: torch.Generator | None
+) -> torch.device:
+    """``device``, else the device of the model's parameters (CPU without any); the generator must live there."""
+    if device is None:
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"`generator` is on {generator.device} but sampling runs on {device}: create it with "
+            f"torch.Generator(device={str(device)!r})."
+        )
+    return device
+
+
 def sample(
     model: torch.nn.Module,
     scheduler: Scheduler,
@@ -364,15 +380,7 @@ def sample(
     """
     if not math.isfinite(float(guidance_scale)):
         raise ValueError(f"`guidance_scale` must be a finite number, got {guidance_scale!r}.")
-    if device is None:
-        param = next(iter(model.parameters()), None)
-        device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
-    if generator is not None and generator.device.type != device.type:
-        raise ValueError(
-            f"`generator` is on {generator.device} but sampling runs on {device}: create it with "
-            f"torch.Generator(device={str(device)!r})."
-        )
+    device = _sampling_device(model, device, generator)
     if num_inference_steps is not None:
         scheduler.set_timesteps(int(num_inference_steps))
     timesteps = _check_timesteps(scheduler)

@@ -183,6 +183,26 @@ def write_annotated_samples(
     return written
 
 
+def _check_guided_args(guidance_mode: str, positive_fraction: float, class_names: Sequence[str]) -> None:
+    """Clear errors for the arguments of :func:`run_guided_sampling` that nothing downstream checks."""
+    if guidance_mode not in GUIDANCE_MODES:
+        raise ValueError(f"`guidance_mode` must be one of {list(GUIDANCE_MODES)}, got {guidance_mode!r}.")
+    if not 0.0 <= float(positive_fraction) <= 1.0:
+        raise ValueError(f"`positive_fraction` must lie in [0, 1], got {positive_fraction!r}.")
+    if len(class_names) != 2:
+        raise ValueError(f"`class_names` must name the two classes (without, with lesion), got {list(class_names)}.")
+
+
+def _pair_labels(model: torch.nn.Module, n: int, n_pos: int) -> torch.Tensor | None:
+    """Labels of ``n`` pairs for a class-conditional model (1 for the first ``n_pos``: lesion, else 0: anatomy
+    only); ``None`` for an unconditional model."""
+    if getattr(model, "num_class_embeds", None) is None:
+        return None
+    if int(model.num_class_embeds) < 2:
+        raise ValueError(f"the model has {model.num_class_embeds} class embeddings; guided sampling needs labels 0/1.")
+    return (torch.arange(n) < n_pos).long()
+
+
 def run_guided_sampling(
     model: torch.nn.Module,
     scheduler,
@@ -247,25 +267,13 @@ def run_guided_sampling(
     """
     from monai_synth.metrics.lesion import lesion_in_box_batch
 
-    if guidance_mode not in GUIDANCE_MODES:
-        raise ValueError(f"`guidance_mode` must be one of {list(GUIDANCE_MODES)}, got {guidance_mode!r}.")
-    if not 0.0 <= float(positive_fraction) <= 1.0:
-        raise ValueError(f"`positive_fraction` must lie in [0, 1], got {positive_fraction!r}.")
-    if len(class_names) != 2:
-        raise ValueError(f"`class_names` must name the two classes (without, with lesion), got {list(class_names)}.")
+    _check_guided_args(guidance_mode, positive_fraction, class_names)
     n_pos = int(round(num_samples * float(positive_fraction)))
     paste, anatomy_weighting = GUIDANCE_MODES[guidance_mode]
     pairs = build_reference_pairs(
         anatomy_images, pathology_images, num_samples, patch_transform, margin, sigma_factor, max_shift, seed, paste
     )
     pairs = _without_lesion_after(pairs, n_pos)
-    labels = None
-    if getattr(model, "num_class_embeds", None) is not None:
-        if int(model.num_class_embeds) < 2:
-            raise ValueError(
-                f"the model has {model.num_class_embeds} class embeddings; guided sampling needs labels 0/1."
-            )
-        labels = (torch.arange(pairs.anatomy.shape[0]) < n_pos).long()
     x0 = guided_sample_pairs(
         model,
         scheduler,
@@ -278,7 +286,7 @@ def run_guided_sampling(
         num_inference_steps,
         seed,
         anatomy_weighting=anatomy_weighting,
-        class_labels=labels,
+        class_labels=_pair_labels(model, pairs.anatomy.shape[0], n_pos),
         autoencoder=autoencoder,
         scale_factor=scale_factor,
     )
@@ -289,6 +297,23 @@ def run_guided_sampling(
     extra = _sidecar_records(pairs, n_pos, scores, anatomy_factor, pathology_factor, guidance_mode)
     if write_references:
         _write_references(pairs, out, reference_dir)
+    written = _write_samples(x0, pairs, n_pos, extra, out, class_names, dicom_hu_window, uid_root)
+    _write_reports(out, pairs, len(written), {"guidance_mode": guidance_mode, "factor": pathology_factor}, scores)
+    return written
+
+
+def _write_samples(
+    x0: torch.Tensor,
+    pairs: ReferencePairs,
+    n_pos: int,
+    extra: list[dict],
+    out: Path,
+    class_names: Sequence[str],
+    dicom_hu_window: Sequence[float] | None,
+    uid_root: str | None,
+) -> list[Path]:
+    """The samples (PNG, mask, sidecar; 16-bit HU DICOM with ``dicom_hu_window``) and their ``datalist.json``; boxes
+    only for the first ``n_pos`` (lesion) samples. Returns the sidecar paths."""
     if dicom_hu_window is not None:
         _write_hu_dicoms(x0, [r["label"] for r in extra], out, tuple(dicom_hu_window), class_names, uid_root)
         for i, rec in enumerate(extra):
@@ -296,7 +321,6 @@ def run_guided_sampling(
     boxes = [b if i < n_pos else None for i, b in enumerate(pairs.boxes)]
     written = write_annotated_samples(x0, boxes, out, "sample", extra)
     _write_guided_datalist(out, extra, boxes, class_names)
-    _write_reports(out, pairs, len(written), {"guidance_mode": guidance_mode, "factor": pathology_factor}, scores)
     return written
 
 
