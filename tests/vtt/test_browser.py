@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -15,6 +16,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 from monai_synth.apps.vtt import build_report
 
 WAIT = 10  # seconds, for any one page or image
+
+
+def wait(driver) -> WebDriverWait:
+    """A wait that polls through page loads: an element found on the old page goes stale when the next one arrives."""
+    return WebDriverWait(driver, WAIT, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
 
 
 class Recorder:
@@ -68,20 +74,20 @@ def start(driver, served, name: str, seen: Recorder) -> None:
     box = driver.find_element(By.ID, "name")
     box.send_keys(name)
     box.send_keys(Keys.ENTER)
-    WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.ID, "study-image") or d.find_elements(By.ID, "done"))
+    wait(driver).until(lambda d: d.find_elements(By.ID, "study-image") or d.find_elements(By.ID, "done"))
 
 
 def answer_with_keys(driver, served, given: dict, count: int, seen: Recorder) -> None:
     """Answer ``count`` images with R / S, 1-5, L and Enter; check each answer is in the database when shown."""
     for _ in range(count):
-        WebDriverWait(driver, WAIT).until(image_loaded)
+        wait(driver).until(image_loaded)
         token, before = token_of(driver), n_answers(served)
         answer = "synthetic" if len(given) % 3 else "real"
         confidence = 1 + len(given) % 5
         keys(driver, ("s" if answer == "synthetic" else "r") + str(confidence) + ("l" if len(given) % 2 else ""))
         seen.take(driver)
         keys(driver, Keys.ENTER)
-        WebDriverWait(driver, WAIT).until(lambda d, old=token: d.find_elements(By.ID, "done") or token_of(d) != old)
+        wait(driver).until(lambda d, old=token: d.find_elements(By.ID, "done") or token_of(d) != old)
         given[token] = (answer, confidence, len(given) % 2)
         assert n_answers(served) == before + 1  # committed before the next page was served
         seen.take(driver)
@@ -91,14 +97,14 @@ def test_read_stop_resume_finish_and_report(served, new_browser):
     seen, given = Recorder(), {}
     first = new_browser()
     start(first, served, "Ann Reader", seen)
-    WebDriverWait(first, WAIT).until(image_loaded)
+    wait(first).until(image_loaded)
     # Enter without an answer: nothing is sent, the page says what is missing
     keys(first, Keys.ENTER)
     assert "Choose real or synthetic" in first.find_element(By.ID, "status").text and n_answers(served) == 0
     # a window preset re-renders the image on the server; the answer records the window in use
     first.find_element(By.CSS_SELECTOR, "button.preset[data-center='-600.0']").click()
-    WebDriverWait(first, WAIT).until(lambda d: "wc=-600" in d.find_element(By.ID, "study-image").get_attribute("src"))
-    WebDriverWait(first, WAIT).until(image_loaded)
+    wait(first).until(lambda d: "wc=-600" in d.find_element(By.ID, "study-image").get_attribute("src"))
+    wait(first).until(image_loaded)
     answer_with_keys(first, served, given, 4, seen)
     assert first.find_element(By.ID, "progress-text").text == "4 of 10 answered"
     assert first.find_element(By.ID, "progress").get_attribute("value") == "4"
