@@ -31,21 +31,32 @@ log = logging.getLogger("sampler_quality")
 FAST = [("dpmpp_2m", 10), ("dpmpp_2m", 15), ("dpmpp_2m", 20), ("dpmpp_3m", 15), ("unipc_2", 10), ("unipc_2", 15),
         ("ddim", 15), ("ddim", 20), ("sde_dpmpp_2m", 10), ("sde_dpmpp_2m", 15), ("sde_dpmpp_2m", 20)]  # fmt: skip
 CFG_FAST = [("dpmpp_2m", 15), ("unipc_2", 15), ("dpmpp_2m", 20), ("sde_dpmpp_2m", 15), ("sde_dpmpp_2m", 20)]
+# a rectified-flow generator (prediction_type flow): MONAI's Euler sampler (rflow) and the solvers on the flow path
+FLOW_FAST = [("rflow", 10), ("rflow", 15), ("rflow", 20), ("dpmpp_2m", 10), ("dpmpp_2m", 15), ("dpmpp_3m", 15),
+             ("unipc_2", 15), ("sde_dpmpp_2m", 10), ("sde_dpmpp_2m", 15), ("sde_dpmpp_2m", 20)]  # fmt: skip
+FLOW_CFG_FAST = [("rflow", 15), ("dpmpp_2m", 15), ("sde_dpmpp_2m", 15)]
 QUICK = ["dpmpp_2m_10", "dpmpp_2m_15", "unipc_2_15", "cfg_dpmpp_2m_15", "cfg_unipc_2_15", "cfg_interval_dpmpp_2m_15"]
 INTERVAL = (0.28, 5.42)  # sigma interval of Kynkaanniemi et al. 2024 (EDM2), in EDM sigma units
 
 
 def settings(recipe, cfg_scale: float) -> dict[str, dict]:
-    """Every sampler setting of the benchmark, by name."""
+    """Every sampler setting of the benchmark, by name.
+
+    For a rectified-flow generator (``prediction_type="flow"``) the 50-step references ``ddim50`` / ``cfg_ddim50``
+    are MONAI's Euler sampler (``rflow``), which is DDIM with eta = 0 written on the flow path (its step is the
+    first-order solver update, :mod:`monai_synth.networks.schedulers.multistep`); the fast settings are Euler with
+    fewer steps and the multistep solvers on the flow path."""
+    flow = recipe.prediction_type == "flow"
+    ref = "rflow" if flow else "ddim"
     out = {
-        "ddim50": {"sampler": "ddim", "steps": 50, "w": 1.0, "interval": None},
-        "cfg_ddim50": {"sampler": "ddim", "steps": 50, "w": cfg_scale, "interval": None},
-        # the deterministic reference: the probability-flow ODE that dpmpp_*/unipc_* solve, with DDIM's 50 steps
-        "ddim50_eta0": {"sampler": "ddim", "steps": 50, "w": 1.0, "interval": None, "eta": 0.0},
+        "ddim50": {"sampler": ref, "steps": 50, "w": 1.0, "interval": None},
+        "cfg_ddim50": {"sampler": ref, "steps": 50, "w": cfg_scale, "interval": None},
     }
-    for sampler, steps in FAST:
+    if not flow:  # the deterministic reference: the probability-flow ODE that dpmpp_*/unipc_* solve, 50 DDIM steps
+        out["ddim50_eta0"] = {"sampler": "ddim", "steps": 50, "w": 1.0, "interval": None, "eta": 0.0}
+    for sampler, steps in FLOW_FAST if flow else FAST:
         out[f"{sampler}_{steps}"] = {"sampler": sampler, "steps": steps, "w": 1.0, "interval": None}
-    for sampler, steps in CFG_FAST:
+    for sampler, steps in FLOW_CFG_FAST if flow else CFG_FAST:
         out[f"cfg_{sampler}_{steps}"] = {"sampler": sampler, "steps": steps, "w": cfg_scale, "interval": None}
         out[f"cfg_interval_{sampler}_{steps}"] = {"sampler": sampler, "steps": steps, "w": cfg_scale,
                                                   "interval": INTERVAL}  # fmt: skip

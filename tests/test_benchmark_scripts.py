@@ -153,6 +153,38 @@ def test_sampler_quality_keeps_the_deterministic_ddim_apart_and_judges_targets()
     assert not sq.targets(samplers)["default_met"]
 
 
+def test_sampler_quality_flow_generator_gets_flow_samplers():
+    """A rectified-flow generator: the 50-step references are MONAI's Euler sampler, every setting is one the flow
+    scheduler accepts (no DDIM), and the Euler and multistep settings sample images in [0, 1] at their NFE."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from monai_synth.engines import DiffusionRecipe
+    from monai_synth.networks.schedulers import build_scheduler, sampler_from
+
+    sq = _benchmark("sampler_quality")
+    recipe = DiffusionRecipe(prediction_type="flow", sampler="rflow", image_size=8)
+    s = sq.settings(recipe, 2.0)
+    assert s["ddim50"]["sampler"] == s["cfg_ddim50"]["sampler"] == s["default"]["sampler"] == "rflow"
+    assert "ddim50_eta0" not in s and not any(v["sampler"] in ("ddim", "ddpm") for v in s.values())
+    assert {"rflow_15", "dpmpp_2m_15", "cfg_dpmpp_2m_15", "cfg_interval_dpmpp_2m_15"} <= set(s)
+    flow = build_scheduler("rflow", num_train_timesteps=100)
+    for setting in s.values():
+        sampler_from(flow, setting["sampler"])  # raises for a sampler the flow model cannot use
+
+    class Shrink(torch.nn.Module):
+        num_class_embeds = 3  # two classes and the null class of CFG
+
+        def forward(self, x, timesteps=None, class_labels=None):
+            return -0.5 * x  # a velocity towards x_0 = x / 2
+
+    gen = SimpleNamespace(model=Shrink(), scheduler=flow)
+    for name, nfe in (("rflow_10", 10), ("dpmpp_2m_15", 15), ("cfg_dpmpp_2m_10", 20)):
+        images, got = sq.sample_images(gen, recipe, s[name], [2, 2], 0, 4)
+        assert got == nfe and images.shape == (4, 1, 8, 8) and 0 <= float(images.min()) <= float(images.max()) <= 1
+
+
 def test_sampler_quality_clip_flag_reaches_the_scheduler():
     """``clip: False`` samples without clipping the predicted x_0 (the default clips, as the recipe samples): with a
     denoiser whose x_0 estimate leaves [-1, 1], the two trajectories must differ, and the default must equal clip."""

@@ -128,7 +128,7 @@ class DiffusionRecipe:
             schedule's ``abar_T ~ 2e-9`` makes unclipped epsilon-prediction steps diverge on unbounded latents).
         prediction_type: what the network predicts: ``epsilon`` (Ho et al. 2020), ``v_prediction`` (Salimans & Ho
             2022) or ``flow`` (rectified flow, Liu et al. 2023, through MONAI's ``RFlowScheduler``: the network
-            predicts the velocity ``x_0 - eps`` and samples with the ``rflow`` Euler sampler).
+            predicts the velocity ``x_0 - eps`` and samples with the ``rflow`` Euler sampler or a multistep solver).
         snr_gamma: min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper); ``None``: unweighted.
         loss: ``l1`` (seed 000), ``l2`` (seeds 001/003, Ho et al. 2020 Eq. 14) or ``huber`` (seed 002).
         num_train_timesteps: T of the forward process.
@@ -143,7 +143,8 @@ class DiffusionRecipe:
         guidance_scale: CFG weight w at sampling; 1 samples the conditional model alone (one network pass per step).
         sampler: a :class:`~monai_synth.networks.schedulers.SamplerKind`: ``ddim``, ``dpmpp_2m``, ``dpmpp_3m``
             (DPM-Solver++, Lu et al. 2022), ``sde_dpmpp_2m`` (its stochastic variant), ``unipc_2``, ``unipc_3``
-            (UniPC, Zhao et al. 2023), ``ddpm``, or ``rflow`` (the only sampler of ``prediction_type="flow"``).
+            (UniPC, Zhao et al. 2023), ``ddpm``, or ``rflow`` (the Euler sampler of ``prediction_type="flow"``,
+            which also samples with the multistep solvers but not with ``ddim`` or ``ddpm``).
         sample_steps: sampler steps (network evaluations, twice that where CFG applies).
         sample_eta: DDIM eta (Song et al. 2021, Eq. 16): 1 = DDPM-like stochastic steps, 0 = deterministic; only
             used by the ``ddim`` sampler.
@@ -229,10 +230,12 @@ class DiffusionRecipe:
                 "DiffusionRecipe.prediction_type must be 'epsilon', 'v_prediction' or 'flow', "
                 f"got {self.prediction_type!r}."
             )
-        if (self.prediction_type == "flow") != (self.sampler == "rflow"):
+        flow = self.prediction_type == "flow"
+        if (self.sampler == "rflow" and not flow) or (flow and self.sampler in ("ddim", "ddpm")):
             raise ValueError(
-                "DiffusionRecipe: prediction_type='flow' (rectified flow) samples only with sampler='rflow', and "
-                f"sampler='rflow' needs prediction_type='flow'; got {self.prediction_type!r} / {self.sampler!r}."
+                "DiffusionRecipe: prediction_type='flow' (rectified flow) samples with sampler='rflow' (Euler) or a "
+                "multistep solver (dpmpp_2m, dpmpp_3m, sde_dpmpp_2m, unipc_2, unipc_3), and sampler='rflow' needs "
+                f"prediction_type='flow'; got {self.prediction_type!r} / {self.sampler!r}."
             )
         if self.snr_gamma is not None and (self.prediction_type == "flow" or not self.snr_gamma > 0):
             raise ValueError(f"DiffusionRecipe.snr_gamma must be > 0 and needs a VP objective, got {self.snr_gamma!r}.")

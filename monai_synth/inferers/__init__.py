@@ -12,6 +12,7 @@ from .sampling import (
     add_noise_to_timestep,
     classifier_free_guidance,
     clip_model_output,
+    is_flow,
     output_from_x0,
     predicted_x0,
     previous_timestep,

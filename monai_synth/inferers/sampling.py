@@ -31,6 +31,7 @@ __all__ = [
     "GuidanceStrategy",
     "PredictionGuidance",
     "predicted_x0",
+    "is_flow",
     "output_from_x0",
     "add_noise_to_timestep",
     "previous_timestep",
@@ -75,8 +76,14 @@ class PredictionGuidance(Protocol):
     def __call__(self, model_output: torch.Tensor, x_t: torch.Tensor, t: int, scheduler: Scheduler) -> torch.Tensor: ...
 
 
+def is_flow(scheduler: Scheduler) -> bool:
+    """Whether ``scheduler`` samples a rectified-flow model (MONAI's ``RFlowScheduler``, or a multistep solver of
+    :mod:`monai_synth.networks.schedulers` with ``prediction_type="flow"``): ``x_t = (1 - t/T) x_0 + (t/T) eps``."""
+    return isinstance(scheduler, RFlowScheduler) or getattr(scheduler, "prediction_type", None) == "flow"
+
+
 def _alpha_terms(scheduler: Scheduler, t: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(scheduler, RFlowScheduler) or not hasattr(scheduler, "alphas_cumprod"):
+    if not hasattr(scheduler, "alphas_cumprod"):
         raise ValueError(
             f"{type(scheduler).__name__} is not a variance-preserving scheduler: x_0 cannot be read from its output."
         )
@@ -84,9 +91,19 @@ def _alpha_terms(scheduler: Scheduler, t: int, like: torch.Tensor) -> tuple[torc
     return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
 
 
+def _flow_sigma(scheduler: Scheduler, t: int) -> float:
+    """``t / T`` of a rectified-flow timestep; ``t = 0`` (the clean sample, no velocity to read) is refused."""
+    if int(t) <= 0:
+        raise ValueError(f"rectified flow: x_0 and the velocity determine each other only at t > 0, got t={t}.")
+    return float(t) / scheduler.num_train_timesteps
+
+
 def predicted_x0(scheduler: Scheduler, model_output: torch.Tensor, x_t: torch.Tensor, t: int) -> torch.Tensor:
     """The clean sample implied by a network output at ``t``: epsilon (Ho et al. 2020, Eq. 15), v (Salimans & Ho
-    2022, Sec. 4: ``x_0 = sqrt(abar) x_t - sqrt(1 - abar) v``) or the sample itself."""
+    2022, Sec. 4: ``x_0 = sqrt(abar) x_t - sqrt(1 - abar) v``), the sample itself, or, for rectified flow (see
+    :func:`is_flow`), ``x_0 = x_t + (t/T) v`` with the velocity ``v = x_0 - eps``."""
+    if is_flow(scheduler):
+        return x_t + _flow_sigma(scheduler, t) * model_output
     kind = getattr(scheduler, "prediction_type", "epsilon")
     sqrt_a, sqrt_1ma = _alpha_terms(scheduler, t, model_output)
     if kind == "epsilon":
@@ -101,6 +118,8 @@ def predicted_x0(scheduler: Scheduler, model_output: torch.Tensor, x_t: torch.Te
 def output_from_x0(scheduler: Scheduler, x0: torch.Tensor, x_t: torch.Tensor, t: int) -> torch.Tensor:
     """The network output of the scheduler's ``prediction_type`` whose implied clean sample at ``(x_t, t)`` is
     ``x0`` (the inverse of :func:`predicted_x0` at fixed ``x_t``)."""
+    if is_flow(scheduler):
+        return (x0 - x_t) / _flow_sigma(scheduler, t)
     kind = getattr(scheduler, "prediction_type", "epsilon")
     sqrt_a, sqrt_1ma = _alpha_terms(scheduler, t, x0)
     if kind == "epsilon":
@@ -142,10 +161,11 @@ def previous_timestep(scheduler: Scheduler, t: int) -> int:
 def add_noise_to_timestep(
     scheduler: Scheduler, y: torch.Tensor, t: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Sample ``y_t ~ q(y_t | y_0) = N(sqrt(abar_t) y_0, (1 - abar_t) I)`` (Ho et al. 2020, Eq. 4).
+    """Sample ``y_t ~ q(y_t | y_0) = N(sqrt(abar_t) y_0, (1 - abar_t) I)`` (Ho et al. 2020, Eq. 4), or
+    ``N((1 - t/T) y_0, (t/T)^2 I)`` on a rectified-flow path, through the scheduler's own ``add_noise``.
 
     Args:
-        scheduler: MONAI scheduler whose ``alphas_cumprod`` define the forward process.
+        scheduler: MONAI scheduler (or multistep solver) whose ``add_noise`` defines the forward process.
         y: clean reference ``y_0`` (batch first).
         t: target timestep; ``t < 0`` means the clean image, and ``y`` is returned unchanged.
         generator: source of the Gaussian noise (on ``y``'s device); the global RNG when ``None``.
@@ -261,7 +281,7 @@ def _step_kwargs(scheduler: Scheduler, eta: float, generator: torch.Generator | 
 def noise_level(scheduler: Scheduler, t: int) -> float:
     """The noise level of timestep ``t`` as EDM's sigma (Karras et al. 2022): ``sqrt((1 - abar_t) / abar_t)`` for
     variance-preserving schedulers, ``(t / T) / (1 - t / T)`` for rectified flow (``x_t = (1 - t/T) x_0 + t/T eps``)."""
-    if isinstance(scheduler, RFlowScheduler):
+    if is_flow(scheduler):
         frac = min(float(t) / scheduler.num_train_timesteps, 1.0 - 1e-6)
         return frac / (1.0 - frac)
     abar = float(scheduler.alphas_cumprod[int(t)])

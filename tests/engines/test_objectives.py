@@ -84,6 +84,10 @@ def test_recipe_validates_objectives():
     assert r.sampler_eta == 0.0 and DiffusionRecipe().sampler_eta == DiffusionRecipe.sample_eta
     s = r.sampling_scheduler()
     assert type(s).__name__ == "DPMSolverMultistepScheduler" and len(s.timesteps) == 7
+    with pytest.raises(ValueError, match="multistep solver"):
+        DiffusionRecipe(prediction_type="flow", sampler="ddpm")
+    s = DiffusionRecipe(prediction_type="flow", sampler="dpmpp_2m", sample_steps=5).sampling_scheduler()
+    assert s.prediction_type == "flow" and len(s.timesteps) == 5  # the solver on the flow path
 
 
 @pytest.mark.parametrize(
@@ -92,6 +96,7 @@ def test_recipe_validates_objectives():
         {"prediction_type": "v_prediction", "snr_gamma": 5.0, "sampler": "unipc_2"},
         {"snr_gamma": 5.0, "sampler": "dpmpp_2m", "guidance_scale": 2.0, "guidance_interval": (0.1, 50.0)},
         {"prediction_type": "flow", "sampler": "rflow"},
+        {"prediction_type": "flow", "sampler": "dpmpp_2m", "guidance_scale": 2.0},
     ],
 )  # fmt: skip
 def test_objectives_train_and_sample_end_to_end(tmp_path, options):

@@ -37,9 +37,14 @@ def test_x0_and_output_are_inverse(kind):
         torch.testing.assert_close(x0, (x_t - (1 - ab).sqrt() * out) / ab.sqrt())
 
 
-def test_x0_of_rectified_flow_is_refused():
-    with pytest.raises(ValueError, match="not a variance-preserving scheduler"):
-        predicted_x0(RFlowScheduler(num_train_timesteps=10), torch.zeros(1), torch.zeros(1), 3)
+def test_x0_of_rectified_flow_inverts_its_path_and_refuses_t0():
+    # flow path x_t = (1 - t/T) x0 + (t/T) noise; the network's target is x0 - noise (MONAI's RFlowScheduler)
+    sched = RFlowScheduler(num_train_timesteps=10)
+    x0, noise = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    x_t = 0.7 * x0 + 0.3 * noise
+    torch.testing.assert_close(predicted_x0(sched, x0 - noise, x_t, 3), x0)
+    with pytest.raises(ValueError, match="t > 0"):
+        predicted_x0(sched, x0 - noise, x_t, 0)
 
 
 def test_training_pass_is_the_class_conditioned_pass_on_scaled_latents():

@@ -24,6 +24,9 @@ MU, S = 0.3, 0.5  # data x_0 ~ N(MU, S^2) per pixel
 
 
 def _alpha_sigma(sched, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if getattr(sched, "prediction_type", None) == "flow":  # rectified flow: x_t = (1 - t/T) x_0 + (t/T) eps
+        s = torch.tensor(t / sched.num_train_timesteps, dtype=torch.float64)
+        return 1 - s, s
     abar = sched.alphas_cumprod[t].double()
     return abar.sqrt(), (1 - abar).sqrt()
 
@@ -47,6 +50,16 @@ def exact_v(sched, x: torch.Tensor, t: int) -> torch.Tensor:
     return a * eps - s * (x - s * eps) / a
 
 
+def exact_velocity(sched, x: torch.Tensor, t: int) -> torch.Tensor:
+    """``E[x_0 - eps | x_t]`` on the rectified-flow path (the optimal velocity network, MONAI's sign)."""
+    a, s = _alpha_sigma(sched, t)
+    eps = exact_eps(sched, x, t)
+    return (x - s * eps) / a - eps
+
+
+MODELS = {"epsilon": exact_eps, "v_prediction": exact_v, "flow": exact_velocity}
+
+
 def solve_on_grid(cls, n: int, order: int, prediction: str = "epsilon", **kw) -> float:
     """Integrate from t = 900 to t = 100 (of T = 1000) in ``n`` steps; max error against the exact ODE state."""
     sched = cls(num_train_timesteps=1000, schedule="cosine", solver_order=order, clip_sample=False,
@@ -56,7 +69,7 @@ def solve_on_grid(cls, n: int, order: int, prediction: str = "epsilon", **kw) ->
     z = torch.linspace(-2, 2, 9, dtype=torch.float64)
     ts = [int(t) for t in sched.timesteps]
     x = exact_state(sched, ts[0], z)
-    model = exact_eps if prediction == "epsilon" else exact_v
+    model = MODELS[prediction]
     for t in ts[:-1]:
         x, _ = sched.step(model(sched, x, t), t, x)
     return float((x - exact_state(sched, ts[-1], z)).abs().max())
@@ -76,6 +89,9 @@ def orders(cls, order: int, **kw) -> tuple[list[float], list[float]]:
         (UniPCMultistepScheduler, 1, {}, 1.7, 2.3),  # UniPC-p has order p + 1 (Zhao et al. 2023, Thm 3.2)
         (UniPCMultistepScheduler, 2, {}, 2.4, 3.3),
         (UniPCMultistepScheduler, 2, {"use_corrector": False}, 1.7, 2.3),  # UniP-2 alone: DPM-Solver++ 2M
+        (DPMSolverMultistepScheduler, 1, {"prediction": "flow"}, 0.9, 1.1),  # the flow's Euler step
+        (DPMSolverMultistepScheduler, 2, {"prediction": "flow"}, 1.7, 2.3),
+        (UniPCMultistepScheduler, 2, {"prediction": "flow"}, 2.4, 3.3),
     ],
 )
 def test_convergence_order_on_the_gaussian_ode(cls, order, kw, lo, hi):
@@ -84,12 +100,13 @@ def test_convergence_order_on_the_gaussian_ode(cls, order, kw, lo, hi):
     assert lo <= measured[-1] <= hi, (errs, measured)
 
 
-def test_higher_orders_beat_second_order():
+@pytest.mark.parametrize("prediction", ["epsilon", "flow"])
+def test_higher_orders_beat_second_order(prediction):
     for n in (16, 32, 64):
-        dpm2 = solve_on_grid(DPMSolverMultistepScheduler, n, 2)
-        assert solve_on_grid(DPMSolverMultistepScheduler, n, 3) < dpm2
+        dpm2 = solve_on_grid(DPMSolverMultistepScheduler, n, 2, prediction)
+        assert solve_on_grid(DPMSolverMultistepScheduler, n, 3, prediction) < dpm2
         if n >= 32:  # UniPC-2 is third order: ahead once the steps are small enough
-            assert solve_on_grid(UniPCMultistepScheduler, n, 2) < dpm2
+            assert solve_on_grid(UniPCMultistepScheduler, n, 2, prediction) < dpm2
 
 
 @pytest.mark.parametrize("kind", ["dpmpp_2m", "dpmpp_3m", "unipc_2", "unipc_3"])
@@ -107,6 +124,74 @@ def test_full_sampling_reaches_the_exact_ode_solution(kind):
         # the last step returns E[x_0 | x_t] at the smallest t, which the ODE solution approaches as t -> 0
         errors.append(float((x - (MU + S * z)).abs().max()))
     assert errors[1] < errors[0] / 4 and errors[1] < 0.05, errors
+
+
+@pytest.mark.parametrize("kind", ["dpmpp_2m", "dpmpp_3m", "unipc_2"])
+def test_flow_sampling_from_a_rflow_model_reaches_the_exact_solution(kind):
+    """``sampler_from`` an ``RFlowScheduler`` gives the solver on the flow path; from ``T - 1`` to the end, 15 steps
+    land near ``x_0 = MU + S z`` and far nearer than MONAI's Euler sampler with the same 15 steps."""
+    from monai.networks.schedulers import RFlowScheduler
+
+    train = build_scheduler("rflow", num_train_timesteps=1000)
+    z = torch.linspace(-2, 2, 9, dtype=torch.float64)
+    errors = []
+    for n in (5, 15):
+        sched = sampler_from(train, kind, clip_sample=False)
+        assert sched.prediction_type == "flow"
+        sched.set_timesteps(n)
+        x = exact_state(sched, int(sched.timesteps[0]), z)
+        for t in sched.timesteps:
+            x, _ = sched.step(exact_velocity(sched, x, int(t)), int(t), x)
+        errors.append(float((x - (MU + S * z)).abs().max()))
+    assert errors[1] < errors[0] / 4 and errors[1] < 0.02, errors
+    euler = RFlowScheduler(num_train_timesteps=1000, use_discrete_timesteps=True, spatial_dim=2)
+    euler.set_timesteps(15)
+    ts = [int(t) for t in euler.timesteps] + [0]  # 1000, 933, ..., 67, then the clean sample
+    x = exact_state(sched, 999, z)  # the exact velocity is undefined at pure noise (t = T): both start at t = 999
+    for t, t_next in zip(ts[:-1], ts[1:]):
+        t_in = min(t, 999)
+        x, _ = euler.step(exact_velocity(sched, x, t_in), t_in, x, t_next)
+    assert errors[1] < float((x - (MU + S * z)).abs().max()) / 4
+
+
+def test_flow_first_order_step_is_monai_rflow_euler_and_add_noise_agrees():
+    """The first-order solver on the flow path is MONAI's ``RFlowScheduler.step`` (an independent code) step for
+    step on the same grid, with the same ``x_0`` estimate; ``add_noise`` is the same forward path."""
+    from monai.networks.schedulers import RFlowScheduler
+
+    from monai_synth.inferers import output_from_x0, predicted_x0
+
+    euler = RFlowScheduler(num_train_timesteps=1000, use_discrete_timesteps=True, spatial_dim=2)
+    euler.set_timesteps(8)
+    ours = DPMSolverMultistepScheduler(num_train_timesteps=1000, prediction_type="flow", solver_order=1,
+                                       clip_sample=False)  # fmt: skip
+    ours.set_timesteps(8)
+    grid = torch.tensor([999, 875, 750, 625, 500, 375, 250, 125])
+    ours.timesteps = grid
+    x_ours = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    x_monai = x_ours.clone()
+    for t, t_next in zip(grid.tolist(), grid.tolist()[1:]):
+        out = torch.tanh(x_ours) * 0.4
+        x_ours, x0_ours = ours.step(out, t, x_ours)
+        x_monai, x0_monai = euler.step(torch.tanh(x_monai) * 0.4, t, x_monai, t_next)
+        torch.testing.assert_close(x_ours, x_monai, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(x0_ours, x0_monai, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(predicted_x0(euler, out, x_ours, t_next), x_ours + t_next / 1000 * out)
+    x0, noise, ts = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4), torch.tensor([0, 400, 999])
+    torch.testing.assert_close(ours.add_noise(x0, noise, ts), euler.add_noise(x0, noise, ts))
+    v = torch.randn(3, 1, 4, 4)
+    torch.testing.assert_close(output_from_x0(euler, predicted_x0(euler, v, x0, 300), x0, 300), v)
+    with pytest.raises(ValueError, match="t > 0"):
+        predicted_x0(euler, v, x0, 0)
+
+
+def test_flow_models_refuse_the_variance_preserving_samplers():
+    flow = build_scheduler("rflow", num_train_timesteps=100)
+    for kind in ("ddim", "ddpm"):
+        with pytest.raises(ValueError, match="rectified-flow models sample with 'rflow' or the multistep"):
+            sampler_from(flow, kind)
+    assert sampler_from(flow, "rflow") is flow
+    assert noise_level(sampler_from(flow, "sde_dpmpp_2m"), 25) == pytest.approx(noise_level(flow, 25))
 
 
 def test_epsilon_and_v_prediction_solve_the_same_ode():
@@ -196,11 +281,13 @@ class _Counting(torch.nn.Module):
         return self.module(x, timesteps=timesteps, class_labels=class_labels)
 
 
-@pytest.mark.parametrize("kind", ["dpmpp_2m", "unipc_2"])
-def test_in_the_sampling_loop_with_cfg_interval_and_ilvr(kind):
-    """The solvers run in the one loop with class labels, CFG, interval guidance and ILVR guidance."""
+@pytest.mark.parametrize("kind, training", [("dpmpp_2m", "ddpm"), ("unipc_2", "ddpm"), ("dpmpp_2m", "rflow"),
+                                            ("sde_dpmpp_2m", "rflow")])  # fmt: skip
+def test_in_the_sampling_loop_with_cfg_interval_and_ilvr(kind, training):
+    """The solvers run in the one loop with class labels, CFG, interval guidance and ILVR guidance, on a
+    variance-preserving and on a rectified-flow model."""
     net = _Counting(tiny_unet(num_classes=2))
-    train = build_scheduler("ddpm", num_train_timesteps=50)
+    train = build_scheduler(training, num_train_timesteps=50)
     sched = sampler_from(train, kind)
     labels = torch.tensor([0, 1])
 

@@ -119,11 +119,13 @@ def sampler_from(scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sa
 
     ``ddpm`` returns ``scheduler`` itself; ``ddim`` is :func:`ddim_from`; ``dpmpp_2m`` / ``dpmpp_3m``,
     ``sde_dpmpp_2m`` and ``unipc_2`` / ``unipc_3`` are the multistep solvers of
-    :mod:`monai_synth.networks.schedulers.multistep` with the trained ``prediction_type``; ``rflow`` needs a
-    rectified-flow ``scheduler`` (``RFlowScheduler``) and returns it. Call ``set_timesteps`` before sampling.
+    :mod:`monai_synth.networks.schedulers.multistep` with the trained ``prediction_type`` (``"flow"`` for a
+    rectified-flow ``scheduler``: the solvers then integrate the flow's ODE); ``rflow`` needs a rectified-flow
+    ``scheduler`` (``RFlowScheduler``) and returns it (its Euler sampler). Call ``set_timesteps`` before sampling.
 
     Raises:
-        ValueError: unknown ``kind``, or ``rflow`` for a variance-preserving model (and the reverse).
+        ValueError: unknown ``kind``; ``rflow`` for a variance-preserving model; ``ddpm`` or ``ddim`` for a
+            rectified-flow model.
     """
     from monai_synth.networks.schedulers.multistep import (
         DPMSolverMultistepScheduler,
@@ -136,10 +138,11 @@ def sampler_from(scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sa
     if key not in options:
         raise ValueError(f"`sampler` must be one of {options}, got {kind!r}.")
     is_flow = isinstance(scheduler, RFlowScheduler)
-    if (key == SamplerKind.RFLOW) != is_flow:
+    if (key == SamplerKind.RFLOW and not is_flow) or (is_flow and key in (SamplerKind.DDPM, SamplerKind.DDIM)):
         raise ValueError(
-            f"sampler {key!r} does not fit a {type(scheduler).__name__}: rectified-flow models sample with 'rflow', "
-            "variance-preserving (DDPM-trained) models with the other samplers."
+            f"sampler {key!r} does not fit a {type(scheduler).__name__}: rectified-flow models sample with 'rflow' "
+            "or the multistep solvers (dpmpp_*, sde_dpmpp_2m, unipc_*), variance-preserving (DDPM-trained) models "
+            "with every sampler but 'rflow'."
         )
     if key in (SamplerKind.DDPM, SamplerKind.RFLOW):
         return scheduler
@@ -152,10 +155,11 @@ def sampler_from(scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sa
         order = int(key[-2])
     solver = cls(
         num_train_timesteps=scheduler.num_train_timesteps,
-        prediction_type=scheduler.prediction_type,
+        prediction_type="flow" if is_flow else scheduler.prediction_type,
         solver_order=order,
         clip_sample=clip_sample,
     )
-    solver.betas, solver.alphas = scheduler.betas, scheduler.alphas
-    solver.alphas_cumprod = scheduler.alphas_cumprod.cpu()
+    if not is_flow:
+        solver.betas, solver.alphas = scheduler.betas, scheduler.alphas
+        solver.alphas_cumprod = scheduler.alphas_cumprod.cpu()
     return solver

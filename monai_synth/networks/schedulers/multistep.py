@@ -13,6 +13,13 @@ with a second divided difference). UniPC (Zhao et al. 2023, "UniPC: A Unified Pr
 Sampling of Diffusion Models", Algorithms 1-2, ``B(h) = e^{-h} - 1``, "bh2") adds a corrector that reuses the model
 evaluation at the new point, so it costs no extra network pass.
 
+The same updates solve the ODE of a rectified-flow model (Liu et al. 2023; MONAI's ``RFlowScheduler``,
+``prediction_type="flow"``): its path ``x_t = (1 - t/T) x_0 + (t/T) eps`` is a Gaussian path with ``alpha_t = 1 - t/T``
+and ``sigma_t = t/T``, and its velocity output ``v = x_0 - eps`` implies ``D_t = x_t + sigma_t v``. The first-order
+update is then exactly the flow's Euler step ``x_t = x_s + (sigma_s - sigma_t) v`` (MONAI's ``RFlowScheduler.step``);
+the higher orders add the same divided-difference terms as for a variance-preserving model (Lu et al. 2022 derive
+them for any ``alpha_t``, ``sigma_t``).
+
 Contract (the one sampling loop, :func:`monai_synth.inferers.sample`): ``set_timesteps(n)`` sets ``n`` decreasing
 training timesteps from ``T - 1`` (one network evaluation each); ``step(model_output, t, x)`` returns
 ``(x_prev, x0_pred)`` where ``x_prev`` belongs to :meth:`previous_timestep` ``(t)`` (``-1`` after the last step: the
@@ -36,7 +43,9 @@ class _MultistepSolver(Scheduler):
     Args:
         num_train_timesteps: T of the trained model.
         schedule: MONAI noise schedule name (``"cosine"``, ``"linear_beta"``, ...).
-        prediction_type: what the network predicts: ``"epsilon"`` or ``"v_prediction"``.
+        prediction_type: what the network predicts: ``"epsilon"`` or ``"v_prediction"`` (variance-preserving path on
+            the ``schedule``), or ``"flow"`` (the rectified-flow velocity ``x_0 - eps`` on the linear path
+            ``alpha_t = 1 - t/T``, ``sigma_t = t/T``; ``schedule`` is then unused).
         solver_order: 1, 2 or 3 (multistep order; the first steps use lower orders while the history fills).
         clip_sample: clip the data prediction to ``clip_sample_values`` (as MONAI's DDIM clips ``x_0``).
         clip_sample_values: the clipping range.
@@ -54,8 +63,10 @@ class _MultistepSolver(Scheduler):
         **schedule_args,
     ) -> None:
         super().__init__(num_train_timesteps, schedule, **schedule_args)
-        if prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"`prediction_type` must be 'epsilon' or 'v_prediction', got {prediction_type!r}.")
+        if prediction_type not in ("epsilon", "v_prediction", "flow"):
+            raise ValueError(
+                f"`prediction_type` must be 'epsilon', 'v_prediction' or 'flow', got {prediction_type!r}."
+            )
         if int(solver_order) not in (1, 2, 3):
             raise ValueError(f"`solver_order` must be 1, 2 or 3, got {solver_order!r}.")
         self.prediction_type = prediction_type
@@ -89,16 +100,32 @@ class _MultistepSolver(Scheduler):
         if t < 0:
             one = torch.ones((), dtype=torch.float64)
             return one, torch.zeros((), dtype=torch.float64), torch.tensor(math.inf, dtype=torch.float64)
-        abar = self.alphas_cumprod[int(t)].to(torch.float64)
-        alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+        if self.prediction_type == "flow":
+            sigma = torch.tensor(int(t) / self.num_train_timesteps, dtype=torch.float64)
+            alpha = 1 - sigma
+        else:
+            abar = self.alphas_cumprod[int(t)].to(torch.float64)
+            alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
         return alpha, sigma, torch.log(alpha) - torch.log(sigma)
 
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """``x_t = alpha_t x_0 + sigma_t eps`` at each sample's timestep (the forward process the solver integrates:
+        MONAI's variance-preserving ``add_noise``, or the rectified-flow path for ``prediction_type="flow"``)."""
+        if self.prediction_type != "flow":
+            return super().add_noise(original_samples, noise, timesteps)
+        shape = (-1,) + (1,) * (original_samples.ndim - 1)
+        sigma = (timesteps.to(original_samples.device).float() / self.num_train_timesteps).reshape(shape)
+        return ((1 - sigma) * original_samples + sigma * noise).to(original_samples.dtype)
+
     def data_prediction(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor) -> torch.Tensor:
-        """``x_0`` implied by the network output (epsilon: Ho et al. 2020 Eq. 15; v: Salimans & Ho 2022)."""
+        """``x_0`` implied by the network output (epsilon: Ho et al. 2020 Eq. 15; v: Salimans & Ho 2022; flow:
+        ``x_t + sigma_t v``)."""
         alpha, sigma, _ = self._alpha_sigma(int(timestep))
         alpha, sigma = alpha.to(sample.dtype).to(sample.device), sigma.to(sample.dtype).to(sample.device)
         if self.prediction_type == "epsilon":
             x0 = (sample - sigma * model_output) / alpha
+        elif self.prediction_type == "flow":
+            x0 = sample + sigma * model_output
         else:
             x0 = alpha * sample - sigma * model_output
         if self.clip_sample:
