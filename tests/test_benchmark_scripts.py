@@ -180,7 +180,7 @@ def test_sampler_quality_flow_generator_gets_flow_samplers():
             return -0.5 * x  # a velocity towards x_0 = x / 2
 
     gen = SimpleNamespace(model=Shrink(), scheduler=flow)
-    for name, nfe in (("rflow_10", 10), ("dpmpp_2m_15", 15), ("cfg_dpmpp_2m_10", 20)):
+    for name, nfe in (("rflow_10", 10), ("dpmpp_2m_15", 15), ("cfg_sde_dpmpp_2m_15", 30)):
         images, got = sq.sample_images(gen, recipe, s[name], [2, 2], 0, 4)
         assert got == nfe and images.shape == (4, 1, 8, 8) and 0 <= float(images.min()) <= float(images.max()) <= 1
 
