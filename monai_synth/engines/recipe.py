@@ -18,7 +18,7 @@ import torch
 
 from monai_synth.networks.autoencoder import build_autoencoder, default_autoencoder_channels, downsample_factor
 from monai_synth.networks.diffusion_unet import build_diffusion_unet
-from monai_synth.networks.schedulers import build_scheduler, sampler_from
+from monai_synth.networks.schedulers import build_scheduler, check_sampler_fits, sampler_from
 
 __all__ = ["AutoencoderRecipe", "DiffusionRecipe", "GeneratorKind", "LATENT_FROM_SIZE"]
 
@@ -230,13 +230,8 @@ class DiffusionRecipe:
                 "DiffusionRecipe.prediction_type must be 'epsilon', 'v_prediction' or 'flow', "
                 f"got {self.prediction_type!r}."
             )
-        flow = self.prediction_type == "flow"
-        if (self.sampler == "rflow" and not flow) or (flow and self.sampler in ("ddim", "ddpm")):
-            raise ValueError(
-                "DiffusionRecipe: prediction_type='flow' (rectified flow) samples with sampler='rflow' (Euler) or a "
-                "multistep solver (dpmpp_2m, dpmpp_3m, sde_dpmpp_2m, unipc_2, unipc_3), and sampler='rflow' needs "
-                f"prediction_type='flow'; got {self.prediction_type!r} / {self.sampler!r}."
-            )
+        check_sampler_fits(self.sampler, self.prediction_type == "flow",
+                           where=f"DiffusionRecipe(prediction_type={self.prediction_type!r})")  # fmt: skip
         if self.snr_gamma is not None and (self.prediction_type == "flow" or not self.snr_gamma > 0):
             raise ValueError(f"DiffusionRecipe.snr_gamma must be > 0 and needs a VP objective, got {self.snr_gamma!r}.")
         if self.guidance_interval is not None:

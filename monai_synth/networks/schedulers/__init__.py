@@ -2,5 +2,13 @@
 
 from __future__ import annotations
 
-from .factory import BoundedDDIMScheduler, SamplerKind, SchedulerKind, build_scheduler, ddim_from, sampler_from
+from .factory import (
+    BoundedDDIMScheduler,
+    SamplerKind,
+    SchedulerKind,
+    build_scheduler,
+    check_sampler_fits,
+    ddim_from,
+    sampler_from,
+)
 from .multistep import DPMSolverMultistepScheduler, SDEDPMSolverMultistepScheduler, UniPCMultistepScheduler

@@ -7,7 +7,15 @@ from typing import Any
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler, Scheduler
 from monai.utils import StrEnum
 
-__all__ = ["BoundedDDIMScheduler", "SamplerKind", "SchedulerKind", "build_scheduler", "ddim_from", "sampler_from"]
+__all__ = [
+    "BoundedDDIMScheduler",
+    "SamplerKind",
+    "SchedulerKind",
+    "build_scheduler",
+    "check_sampler_fits",
+    "ddim_from",
+    "sampler_from",
+]
 
 
 class BoundedDDIMScheduler(DDIMScheduler):
@@ -114,6 +122,27 @@ def ddim_from(scheduler: Scheduler, clip_sample: bool | None = None) -> DDIMSche
     return ddim
 
 
+def check_sampler_fits(kind: str | SamplerKind, flow: bool, where: str = "this model") -> None:
+    """Refuse a sampler that cannot sample the model's objective: ``rflow`` only samples a rectified-flow model, and a
+    rectified-flow model samples with ``rflow`` or the multistep solvers (their flow path), not ``ddpm`` / ``ddim``.
+
+    Args:
+        kind: the sampler's :class:`SamplerKind` value.
+        flow: whether the model is a rectified-flow model (``prediction_type="flow"``, ``RFlowScheduler``).
+        where: what the error names as the model (a scheduler class, a recipe).
+
+    Raises:
+        ValueError: the sampler does not fit.
+    """
+    key = str(kind).lower()
+    if (key == SamplerKind.RFLOW and not flow) or (flow and key in (SamplerKind.DDPM, SamplerKind.DDIM)):
+        raise ValueError(
+            f"sampler {key!r} does not fit {where}: rectified-flow models sample with 'rflow' or the multistep "
+            "solvers (dpmpp_2m, dpmpp_3m, sde_dpmpp_2m, unipc_2, unipc_3), variance-preserving (DDPM-trained) "
+            "models with every sampler but 'rflow'."
+        )
+
+
 def sampler_from(scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sample: bool = True) -> Scheduler:
     """A sampling scheduler of ``kind`` on the noise schedule of a trained ``scheduler`` (betas copied).
 
@@ -138,12 +167,7 @@ def sampler_from(scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sa
     if key not in options:
         raise ValueError(f"`sampler` must be one of {options}, got {kind!r}.")
     is_flow = isinstance(scheduler, RFlowScheduler)
-    if (key == SamplerKind.RFLOW and not is_flow) or (is_flow and key in (SamplerKind.DDPM, SamplerKind.DDIM)):
-        raise ValueError(
-            f"sampler {key!r} does not fit a {type(scheduler).__name__}: rectified-flow models sample with 'rflow' "
-            "or the multistep solvers (dpmpp_*, sde_dpmpp_2m, unipc_*), variance-preserving (DDPM-trained) models "
-            "with every sampler but 'rflow'."
-        )
+    check_sampler_fits(key, is_flow, where=f"a {type(scheduler).__name__}")
     if key in (SamplerKind.DDPM, SamplerKind.RFLOW):
         return scheduler
     if key == SamplerKind.DDIM:
