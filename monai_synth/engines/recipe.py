@@ -134,6 +134,9 @@ class DiffusionRecipe:
         num_train_timesteps: T of the forward process.
         lr: Adam learning rate after the linear warm-up.
         warmup_iters: learning-rate warm-up iterations (Goyal et al. 2017).
+        lr_anneal_fraction: share of the run (of ``train_minutes``, or of ``epochs`` without a budget) at its end over
+            which the learning rate cools down to 0 along a cosine (the warm-up / stable / decay schedule, Hu et al.
+            2024; :class:`~monai_synth.handlers.WarmupLrHandler`); 0: constant after the warm-up.
         batch_size: images per step.
         epochs: maximum epochs.
         train_minutes: wall-clock budget (training stops at the first of ``epochs`` and this); ``None``: no budget.
@@ -169,6 +172,7 @@ class DiffusionRecipe:
     num_train_timesteps: int = 1000
     lr: float = 1e-3
     warmup_iters: int = 200
+    lr_anneal_fraction: float = 0.0
     batch_size: int = 64
     epochs: int = 10
     train_minutes: float | None = None
@@ -192,6 +196,8 @@ class DiffusionRecipe:
                 raise ValueError(f"DiffusionRecipe.{name} must be an integer >= 1, got {v!r}.")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"DiffusionRecipe.lr must be a finite number > 0, got {self.lr!r}.")
+        if not 0.0 <= self.lr_anneal_fraction <= 1.0:
+            raise ValueError(f"DiffusionRecipe.lr_anneal_fraction must be in [0, 1], got {self.lr_anneal_fraction!r}.")
         if not 0.0 <= self.cond_drop_prob <= 1.0:
             raise ValueError(f"DiffusionRecipe.cond_drop_prob must be in [0, 1], got {self.cond_drop_prob!r}.")
         if not 0.0 <= self.sample_eta <= 1.0:

@@ -82,26 +82,6 @@ class ThroughputHandler:
         logger.info("epoch %d: %.1f img/s", engine.state.epoch, rate)
 
 
-class WarmupLrHandler:
-    """Linear learning-rate warm-up over the first ``iters`` iterations (Goyal et al. 2017), then constant.
-
-    The factor is read from ``engine.state.iteration``, so a run resumed from a checkpoint continues the warm-up where
-    it stopped. Torch's ``LinearLR`` stepped by MONAI's ``LrScheduleHandler`` would restart it at every resume
-    (its step count is not in our checkpoints), which is why this handler exists.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, iters: int) -> None:
-        self.optimizer, self.lr, self.iters = optimizer, lr, max(0, int(iters))
-
-    def attach(self, engine) -> None:
-        engine.add_event_handler(Events.ITERATION_STARTED, self)
-
-    def __call__(self, engine) -> None:
-        scale = 1.0 if self.iters == 0 else min(1.0, engine.state.iteration / self.iters)
-        for g in self.optimizer.param_groups:
-            g["lr"] = self.lr * scale
-
-
 class TimeBudgetHandler:
     """Terminate training once ``seconds`` of wall-clock have passed (checked after every iteration)."""
 
@@ -115,10 +95,83 @@ class TimeBudgetHandler:
     def _start(self, engine) -> None:
         self.start = time.perf_counter()
 
+    def fraction_used(self) -> float:
+        """Share of the budget spent so far (0 before the run starts)."""
+        if self.start is None:
+            return 0.0
+        return (time.perf_counter() - self.start) / self.seconds if self.seconds > 0 else 1.0
+
     def __call__(self, engine) -> None:
         if time.perf_counter() - self.start >= self.seconds:
             logger.info("time budget of %.0f s reached at epoch %d", self.seconds, engine.state.epoch)
             engine.terminate()
+
+
+class WarmupLrHandler:
+    """Linear learning-rate warm-up over the first ``iters`` iterations (Goyal et al. 2017), then constant, and
+    optionally a cosine cool-down over the last ``anneal_fraction`` of the training run.
+
+    With ``anneal_fraction = f > 0`` this is the warm-up / stable / decay schedule (Hu et al. 2024, MiniCPM;
+    Hagele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations", who find a
+    short cool-down matches a full cosine schedule): with ``p`` the share of the run done, the rate is
+    ``lr * warm(i) * c(p)`` where ``c(p) = 1`` for ``p <= 1 - f`` and
+    ``c(p) = r + (1 - r) * (1 + cos(pi * (p - 1 + f) / f)) / 2`` after it (``r = final_ratio``). ``p`` is the larger of
+    ``iteration / (max_epochs * epoch_length)`` and, when a :class:`TimeBudgetHandler` is given, the share of its
+    wall-clock budget used: training stops at the first of the two, so the cool-down ends where training ends.
+
+    The warm-up and the epoch share are read from ``engine.state``, so a run resumed from a checkpoint continues both
+    where it stopped. Torch's ``LinearLR`` stepped by MONAI's ``LrScheduleHandler`` would restart at every resume
+    (its step count is not in our checkpoints), which is why this handler exists. A wall-clock budget is a budget of
+    the running process (:class:`TimeBudgetHandler` starts its clock at ``Events.STARTED``), so a resumed run with a
+    time budget cools down again at the end of its own budget.
+
+    Args:
+        optimizer: the optimizer whose ``lr`` is set before every iteration.
+        lr: the peak learning rate.
+        iters: warm-up iterations (0: none).
+        anneal_fraction: share of the run at the end over which the rate cools down (0: constant after warm-up).
+        final_ratio: the rate at the end of the cool-down, as a share of ``lr``.
+        budget: the run's wall-clock budget handler, if it has one.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        lr: float,
+        iters: int,
+        anneal_fraction: float = 0.0,
+        final_ratio: float = 0.0,
+        budget: TimeBudgetHandler | None = None,
+    ) -> None:
+        if not 0.0 <= float(anneal_fraction) <= 1.0:
+            raise ValueError(f"`lr_anneal_fraction` must be in [0, 1], got {anneal_fraction!r}.")
+        if not 0.0 <= float(final_ratio) <= 1.0:
+            raise ValueError(f"`final_ratio` must be in [0, 1], got {final_ratio!r}.")
+        self.optimizer, self.lr, self.iters = optimizer, lr, max(0, int(iters))
+        self.anneal_fraction, self.final_ratio, self.budget = float(anneal_fraction), float(final_ratio), budget
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.ITERATION_STARTED, self)
+
+    def progress(self, engine) -> float:
+        """Share of the run done before the coming iteration: the larger of the iteration and time shares."""
+        state = engine.state
+        total = (state.max_epochs or 0) * (state.epoch_length or 0)
+        done = (state.iteration - 1) / total if total else 0.0
+        if self.budget is not None:
+            done = max(done, self.budget.fraction_used())
+        return min(max(done, 0.0), 1.0)
+
+    def __call__(self, engine) -> None:
+        scale = 1.0 if self.iters == 0 else min(1.0, engine.state.iteration / self.iters)
+        f = self.anneal_fraction
+        if f > 0.0:
+            p = self.progress(engine)
+            if p > 1.0 - f:
+                r = self.final_ratio
+                scale *= r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * (p - 1.0 + f) / f))
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr * scale
 
 
 class LossHistoryHandler:

@@ -3,6 +3,7 @@ bar adapter, classifier epoch statistics, best-weights keeping and metric histor
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -51,6 +52,84 @@ def test_warmup_lr_continues_after_resume():
     assert seen == full_seen[5:]
     for i, lr in seen:
         assert lr == pytest.approx(0.1 * min(1.0, i / 10))
+
+
+def _cooldown_reference(i: int, total: int, lr: float, warm: int, f: float, r: float = 0.0) -> float:
+    """The warm-up / stable / cosine-decay rate of iteration ``i`` (1-based) of ``total``, written out directly."""
+    rate = lr * (min(1.0, i / warm) if warm else 1.0)
+    p = (i - 1) / total  # share of the run done before iteration i
+    start = (1.0 - f) * total  # iterations done when the cool-down starts
+    if (i - 1) > start:
+        rate *= r + (1.0 - r) * (1.0 + math.cos(math.pi * ((i - 1) - start) / (f * total))) / 2.0
+    assert p <= 1.0
+    return rate
+
+
+@pytest.mark.parametrize("f,r", [(0.5, 0.0), (1.0, 0.0), (0.25, 0.1)])
+def test_lr_cooldown_follows_the_cosine_over_the_last_share_of_the_epochs(f, r):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=123.0)
+    seen: list[tuple[int, float]] = []
+    engine = Engine(lambda e, b: seen.append((e.state.iteration, opt.param_groups[0]["lr"])))
+    WarmupLrHandler(opt, 0.1, 3, anneal_fraction=f, final_ratio=r).attach(engine)
+    engine.run(range(5), max_epochs=8)  # 40 iterations
+    assert len(seen) == 40
+    for i, rate in seen:
+        assert rate == pytest.approx(_cooldown_reference(i, 40, 0.1, 3, f, r), abs=1e-12), i
+    # constant until the cool-down starts, then strictly falling towards r * lr
+    start = int((1 - f) * 40)
+    assert all(rate == pytest.approx(0.1) for i, rate in seen if 3 <= i <= start + 1)
+    tail = [rate for i, rate in seen if i > max(start + 1, 3)]  # after the warm-up
+    assert all(a > b for a, b in zip(tail, tail[1:]))
+    assert 0.1 * r <= tail[-1] < 0.1 * (r + (1 - r) * 0.05)  # nearly cooled down at the last iteration
+
+
+def test_lr_cooldown_continues_after_resume():
+    """A run resumed at iteration 17 of 40 sets the same rates as the uninterrupted run from there on."""
+
+    def run(state=None):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        seen: list[tuple[int, float]] = []
+        engine = Engine(lambda e, b: seen.append((e.state.iteration, opt.param_groups[0]["lr"])))
+        WarmupLrHandler(opt, 0.1, 5, anneal_fraction=0.6).attach(engine)
+        if state:
+            engine.load_state_dict(state)
+            engine.run(range(5))
+        else:
+            engine.run(range(5), max_epochs=8)
+        return seen
+
+    full = run()
+    resumed = run({"iteration": 15, "epoch_length": 5, "max_epochs": 8})
+    assert resumed == full[15:]
+
+
+def test_lr_cooldown_follows_the_time_budget(monkeypatch):
+    """With a wall-clock budget the cool-down runs over the last share of the budget, not of the epoch cap."""
+    clock = [0.0]
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    seen: list[float] = []
+
+    def step(engine, batch):
+        seen.append(opt.param_groups[0]["lr"])
+        clock[0] += 1.0  # one "second" per iteration
+
+    engine = Engine(step)
+    budget = TimeBudgetHandler(10.0)
+    budget.attach(engine)
+    WarmupLrHandler(opt, 0.2, 0, anneal_fraction=0.5, budget=budget).attach(engine)
+    engine.run(range(100), max_epochs=100)  # the epoch cap (10,000 iterations) is far away: time decides
+    assert len(seen) == 10
+    expected = [0.2 if t <= 5 else 0.1 * (1 + math.cos(math.pi * (t - 5) / 5)) for t in range(10)]
+    assert seen == pytest.approx(expected, abs=1e-12)
+    assert budget.fraction_used() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kwargs", [{"anneal_fraction": -0.1}, {"anneal_fraction": 1.5}, {"final_ratio": 2.0}])
+def test_lr_cooldown_refuses_bad_settings(kwargs):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="must be in \\[0, 1\\]"):
+        WarmupLrHandler(opt, 0.1, 0, **kwargs)
 
 
 def test_time_budget_terminates_at_the_first_iteration_past_it(monkeypatch):

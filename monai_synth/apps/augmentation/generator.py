@@ -191,11 +191,15 @@ def _train_diffusion(
     loader = _loader(train_items, recipe, unit_range=decode is None)
     losses = LossHistoryHandler()
     handlers: list = [losses]
-    if budget_s is not None:
-        handlers.append(TimeBudgetHandler(budget_s))
+    budget = TimeBudgetHandler(budget_s) if budget_s is not None else None
+    if budget is not None:
+        handlers.append(budget)
     handlers.extend(train_handlers or [])
     optimizer = torch.optim.Adam(network.parameters(), lr=recipe.lr, betas=(0.9, 0.999), eps=1e-8)
-    handlers.insert(0, WarmupLrHandler(optimizer, recipe.lr, recipe.warmup_iters))
+    lr_schedule = WarmupLrHandler(
+        optimizer, recipe.lr, recipe.warmup_iters, anneal_fraction=recipe.lr_anneal_fraction, budget=budget
+    )
+    handlers.insert(0, lr_schedule)
     trainer = build_diffusion_trainer(
         network,
         scheduler,
