@@ -138,9 +138,16 @@ class ClassConditionedPrepareBatch(DiffusionPrepareBatch):
         return torch.randn(images.shape, generator=self.generator, dtype=images.dtype).to(images.device)
 
     def get_timesteps(self, images: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.scheduler, RFlowScheduler):  # uniform in [0, T), as RFlowScheduler.sample_timesteps
-            u = torch.rand(images.shape[0], generator=self.generator)
-            return (u * self.num_train_timesteps).long().to(images.device)
+        if isinstance(self.scheduler, RFlowScheduler):  # as RFlowScheduler.sample_timesteps, with our generator
+            if getattr(self.scheduler, "sample_method", "uniform") == "logit-normal":
+                # t / T = sigmoid(n), n ~ N(loc, scale): Esser et al. 2024 (SD3), Sec. 3.1, Eq. 19
+                base = self.scheduler.distribution.base_dist  # LogisticNormal -> Independent -> Normal(loc, scale)
+                base = getattr(base, "base_dist", base)
+                n = torch.randn(images.shape[0], generator=self.generator)
+                u = torch.sigmoid(float(base.loc.reshape(-1)[0]) + float(base.scale.reshape(-1)[0]) * n)
+            else:  # uniform in [0, T)
+                u = torch.rand(images.shape[0], generator=self.generator)
+            return (u * self.num_train_timesteps).long().clamp_max(self.num_train_timesteps - 1).to(images.device)
         if self.generator is None:
             return super().get_timesteps(images)
         t = torch.randint(0, self.num_train_timesteps, (images.shape[0],), generator=self.generator)

@@ -129,6 +129,9 @@ class DiffusionRecipe:
         prediction_type: what the network predicts: ``epsilon`` (Ho et al. 2020), ``v_prediction`` (Salimans & Ho
             2022) or ``flow`` (rectified flow, Liu et al. 2023, through MONAI's ``RFlowScheduler``: the network
             predicts the velocity ``x_0 - eps`` and samples with the ``rflow`` Euler sampler or a multistep solver).
+        flow_timesteps: training-time distribution of a ``flow`` model's t: ``uniform`` (MONAI's default) or
+            ``logit_normal`` (t / T = sigmoid(n), n ~ N(0, 1): Esser et al. 2024, Eq. 19, their best "rf/lognorm(0, 1)",
+            which trains the middle noise levels more often than the nearly clean and nearly pure-noise ends).
         snr_gamma: min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper); ``None``: unweighted.
         loss: ``l1`` (seed 000), ``l2`` (seeds 001/003, Ho et al. 2020 Eq. 14) or ``huber`` (seed 002).
         num_train_timesteps: T of the forward process.
@@ -167,6 +170,7 @@ class DiffusionRecipe:
     norm_num_groups: int = 32
     schedule: str | None = None
     prediction_type: str = "epsilon"
+    flow_timesteps: str = "uniform"
     snr_gamma: float | None = None
     loss: str = "l1"
     num_train_timesteps: int = 1000
@@ -238,6 +242,15 @@ class DiffusionRecipe:
             )
         check_sampler_fits(self.sampler, self.prediction_type == "flow",
                            where=f"DiffusionRecipe(prediction_type={self.prediction_type!r})")  # fmt: skip
+        if self.flow_timesteps not in ("uniform", "logit_normal"):
+            raise ValueError(
+                f"DiffusionRecipe.flow_timesteps must be 'uniform' or 'logit_normal', got {self.flow_timesteps!r}."
+            )
+        if self.flow_timesteps != "uniform" and self.prediction_type != "flow":
+            raise ValueError(
+                f"DiffusionRecipe.flow_timesteps={self.flow_timesteps!r} needs prediction_type='flow' (the VP "
+                "objectives sample t uniformly); set flow_timesteps='uniform' or prediction_type='flow'."
+            )
         if self.snr_gamma is not None and (self.prediction_type == "flow" or not self.snr_gamma > 0):
             raise ValueError(f"DiffusionRecipe.snr_gamma must be > 0 and needs a VP objective, got {self.snr_gamma!r}.")
         if self.guidance_interval is not None:
@@ -275,7 +288,8 @@ class DiffusionRecipe:
     def build_scheduler(self) -> Any:
         """The recipe's training scheduler: MONAI's ``DDPMScheduler``, or ``RFlowScheduler`` for ``flow``."""
         if self.prediction_type == "flow":
-            return build_scheduler("rflow", num_train_timesteps=self.num_train_timesteps)
+            method = "logit-normal" if self.flow_timesteps == "logit_normal" else "uniform"
+            return build_scheduler("rflow", num_train_timesteps=self.num_train_timesteps, sample_method=method)
         return build_scheduler(
             "ddpm",
             num_train_timesteps=self.num_train_timesteps,

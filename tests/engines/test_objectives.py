@@ -67,6 +67,44 @@ def test_rectified_flow_target_timesteps_and_sampler():
     torch.testing.assert_close(x, x0, rtol=1e-5, atol=1e-5)
 
 
+def _logit_normal_cdf(u: torch.Tensor, loc: float = 0.0, scale: float = 1.0) -> torch.Tensor:
+    """P(sigmoid(n) <= u) for n ~ N(loc, scale): Phi((logit(u) - loc) / scale), written out."""
+    z = (torch.log(u / (1 - u)) - loc) / scale
+    return 0.5 * (1 + torch.erf(z / 2**0.5))
+
+
+def test_logit_normal_flow_timesteps_follow_esser_et_al():
+    """``flow_timesteps="logit_normal"``: t / T = sigmoid(n), n ~ N(0, 1) (SD3, Eq. 19). The prepared timesteps match
+    the closed-form CDF and MONAI's own ``RFlowScheduler.sample_timesteps``; ``uniform`` stays uniform."""
+    T, n = 1000, 40000
+    sched = DiffusionRecipe(prediction_type="flow", sampler="rflow", flow_timesteps="logit_normal").build_scheduler()
+    assert sched.sample_method == "logit-normal"
+    prepare = ClassConditionedPrepareBatch(sched, generator=torch.Generator().manual_seed(0))
+    raw = prepare.get_timesteps(torch.zeros(n, 1, 1, 1))
+    assert raw.dtype == torch.long and 0 <= int(raw.min()) and int(raw.max()) <= T - 1
+    t = raw.double()
+    grid = torch.tensor([100.0, 250.0, 400.0, 500.0, 650.0, 900.0], dtype=torch.float64)
+    empirical = torch.stack([(t < g).double().mean() for g in grid])  # t = floor(T u) < g  <=>  u < g / T
+    torch.testing.assert_close(empirical, _logit_normal_cdf(grid / T), atol=0.01, rtol=0)
+    torch.manual_seed(0)
+    monai_t = sched.sample_timesteps(torch.zeros(n, 1, 1, 1)).double()
+    assert abs(float(monai_t.mean() - t.mean())) < 5 and abs(float(monai_t.std() - t.std())) < 5
+    # the middle is sampled far more often than with the uniform default
+    uniform = DiffusionRecipe(prediction_type="flow", sampler="rflow").build_scheduler()
+    u = ClassConditionedPrepareBatch(uniform, generator=torch.Generator().manual_seed(0)).get_timesteps(
+        torch.zeros(n, 1, 1, 1)
+    )
+    middle = lambda x: float(((x >= 250) & (x < 750)).double().mean())  # noqa: E731
+    assert middle(u.double()) == pytest.approx(0.5, abs=0.01) and middle(t) == pytest.approx(0.7281, abs=0.01)
+
+
+def test_flow_timesteps_refused_for_other_objectives_and_unknown_names():
+    with pytest.raises(ValueError, match="needs prediction_type='flow'"):
+        DiffusionRecipe(flow_timesteps="logit_normal")
+    with pytest.raises(ValueError, match="'uniform' or 'logit_normal'"):
+        DiffusionRecipe(prediction_type="flow", sampler="rflow", flow_timesteps="lognorm")
+
+
 def test_recipe_validates_objectives():
     with pytest.raises(ValueError, match="rflow"):
         DiffusionRecipe(prediction_type="flow")  # sampler stays ddim
@@ -97,6 +135,8 @@ def test_recipe_validates_objectives():
         {"snr_gamma": 5.0, "sampler": "dpmpp_2m", "guidance_scale": 2.0, "guidance_interval": (0.1, 50.0)},
         {"prediction_type": "flow", "sampler": "rflow"},
         {"prediction_type": "flow", "sampler": "dpmpp_2m", "guidance_scale": 2.0},
+        {"prediction_type": "flow", "sampler": "sde_dpmpp_2m", "flow_timesteps": "logit_normal",
+         "lr_anneal_fraction": 0.5},
     ],
 )  # fmt: skip
 def test_objectives_train_and_sample_end_to_end(tmp_path, options):

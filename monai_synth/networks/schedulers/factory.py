@@ -67,24 +67,27 @@ def build_scheduler(
     num_inference_steps: int | None = None,
     **schedule_args: Any,
 ) -> Scheduler:
-    """A MONAI ``DDPMScheduler`` or ``DDIMScheduler``.
+    """A MONAI ``DDPMScheduler``, ``DDIMScheduler`` or ``RFlowScheduler``.
 
     Args:
-        kind: ``"ddpm"`` or ``"ddim"``.
+        kind: ``"ddpm"``, ``"ddim"`` or ``"rflow"``.
         num_train_timesteps: T.
         schedule: ``"linear_beta"``, ``"scaled_linear_beta"``, ``"sigmoid_beta"`` or ``"cosine"`` (Nichol & Dhariwal
             2021, Eq. 17).
         prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``.
         clip_sample: clip the predicted ``x_0`` to [-1, 1] in each step.
         num_inference_steps: when given, ``set_timesteps`` is called.
-        schedule_args: e.g. ``beta_start``, ``beta_end``.
+        schedule_args: e.g. ``beta_start``, ``beta_end``; for ``"rflow"`` the ``RFlowScheduler`` arguments (e.g.
+            ``sample_method="logit-normal"``, ``loc``, ``scale``).
     """
     key = str(kind).lower()
     options = {m.value for m in SchedulerKind}
     if key not in options:
         raise ValueError(f"`scheduler` kind must be one of {sorted(options)}, got {kind!r}.")
     if key == SchedulerKind.RFLOW:
-        sched = RFlowScheduler(num_train_timesteps=num_train_timesteps, use_discrete_timesteps=True, spatial_dim=2)
+        sched = RFlowScheduler(
+            num_train_timesteps=num_train_timesteps, use_discrete_timesteps=True, spatial_dim=2, **schedule_args
+        )
         if num_inference_steps is not None:
             sched.set_timesteps(int(num_inference_steps))
         return sched
