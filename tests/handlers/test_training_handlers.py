@@ -57,11 +57,9 @@ def test_warmup_lr_continues_after_resume():
 def _cooldown_reference(i: int, total: int, lr: float, warm: int, f: float, r: float = 0.0) -> float:
     """The warm-up / stable / cosine-decay rate of iteration ``i`` (1-based) of ``total``, written out directly."""
     rate = lr * (min(1.0, i / warm) if warm else 1.0)
-    p = (i - 1) / total  # share of the run done before iteration i
     start = (1.0 - f) * total  # iterations done when the cool-down starts
-    if (i - 1) > start:
+    if (i - 1) > start:  # i - 1 iterations are done before iteration i
         rate *= r + (1.0 - r) * (1.0 + math.cos(math.pi * ((i - 1) - start) / (f * total))) / 2.0
-    assert p <= 1.0
     return rate
 
 
@@ -84,7 +82,7 @@ def test_lr_cooldown_follows_the_cosine_over_the_last_share_of_the_epochs(f, r):
 
 
 def test_lr_cooldown_continues_after_resume():
-    """A run resumed at iteration 17 of 40 sets the same rates as the uninterrupted run from there on."""
+    """A run resumed after iteration 15 of 40 sets the same rates as the uninterrupted run from there on."""
 
     def run(state=None):
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)

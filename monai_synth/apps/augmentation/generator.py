@@ -196,10 +196,10 @@ def _train_diffusion(
         handlers.append(budget)
     handlers.extend(train_handlers or [])
     optimizer = torch.optim.Adam(network.parameters(), lr=recipe.lr, betas=(0.9, 0.999), eps=1e-8)
-    lr_schedule = WarmupLrHandler(
-        optimizer, recipe.lr, recipe.warmup_iters, anneal_fraction=recipe.lr_anneal_fraction, budget=budget
-    )
-    handlers.insert(0, lr_schedule)
+    handlers.insert(
+        0, WarmupLrHandler(optimizer, recipe.lr, recipe.warmup_iters, anneal_fraction=recipe.lr_anneal_fraction,
+                           budget=budget),
+    )  # fmt: skip
     trainer = build_diffusion_trainer(
         network,
         scheduler,
