@@ -62,6 +62,11 @@ def settings(recipe, cfg_scale: float) -> dict[str, dict]:
                                                   "interval": INTERVAL}  # fmt: skip
     out["default"] = {"sampler": recipe.sampler, "steps": recipe.sample_steps, "w": recipe.guidance_scale,
                       "interval": None if recipe.guidance_interval is None else tuple(recipe.guidance_interval)}
+    if recipe.timestep_shift != 1.0:  # the recipe's shifted grid (Esser et al. 2024, Eq. 23), with and without CFG
+        out["default"]["shift"] = recipe.timestep_shift
+        out[f"cfg_{recipe.sampler}_{recipe.sample_steps}_shift"] = {
+            "sampler": recipe.sampler, "steps": recipe.sample_steps, "w": cfg_scale, "interval": None,
+            "shift": recipe.timestep_shift}  # fmt: skip
     return out
 
 
@@ -82,13 +87,15 @@ def setting_eta(setting: dict, recipe) -> float:
 def sample_images(gen, recipe, setting: dict, counts: list[int], seed: int, batch: int) -> tuple[torch.Tensor, int]:
     """``sum(counts)`` images in [0, 1] (labels in class order) and the number of network evaluations per image.
 
-    ``setting``: ``sampler``, ``steps``, ``w`` (CFG weight), ``interval`` (guidance interval or ``None``) and, for
-    DDIM, optionally ``eta`` (default: the recipe's) and ``clip`` (clip the predicted ``x_0`` to [-1, 1]; default
-    ``True``, as the recipe samples)."""
+    ``setting``: ``sampler``, ``steps``, ``w`` (CFG weight), ``interval`` (guidance interval or ``None``),
+    optionally ``shift`` (the multistep solvers' ``timestep_shift``, default 1) and, for DDIM, optionally ``eta``
+    (default: the recipe's) and ``clip`` (clip the predicted ``x_0`` to [-1, 1]; default ``True``, as the recipe
+    samples)."""
     from monai_synth.inferers.sampling import in_guidance_interval, sample
     from monai_synth.networks.schedulers import sampler_from
 
-    sched = sampler_from(gen.scheduler, setting["sampler"], clip_sample=setting.get("clip", True))
+    sched = sampler_from(gen.scheduler, setting["sampler"], clip_sample=setting.get("clip", True),
+                         timestep_shift=setting.get("shift", 1.0))  # fmt: skip
     sched.set_timesteps(setting["steps"])
     cfg = setting["w"] != 1.0
     nfe = sum(2 if cfg and in_guidance_interval(sched, int(t), setting["interval"]) else 1 for t in sched.timesteps)
@@ -183,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
               "torch_threads": torch.get_num_threads(), "recipe": {"sampler": recipe.sampler,
               "sample_steps": recipe.sample_steps, "guidance_scale": recipe.guidance_scale,
               "sample_eta": recipe.sample_eta, "guidance_interval": recipe.guidance_interval,
+              "timestep_shift": recipe.timestep_shift,
               "overrides": {k: str(v) for k, v in overrides.items()}},
               "samplers": {}}  # fmt: skip
     done = {}
@@ -197,10 +205,11 @@ def main(argv: list[str] | None = None) -> dict:
     for name, setting in settings(recipe, args.cfg_scale).items():
         if only and name not in only and name not in ("ddim50", "default", "cfg_ddim50"):
             continue
-        key = (setting["sampler"], setting["steps"], setting["w"], setting["interval"], setting_eta(setting, recipe))
+        key = (setting["sampler"], setting["steps"], setting["w"], setting["interval"], setting_eta(setting, recipe),
+               setting.get("shift", 1.0))  # fmt: skip
         same = next((k for k, v in {**done, **result["samplers"]}.items()
                      if (v["sampler"], v["steps"], v["w"], None if v["interval"] is None else tuple(v["interval"]),
-                         setting_eta(v, recipe)) == key), None)  # fmt: skip
+                         setting_eta(v, recipe), v.get("shift", 1.0)) == key), None)  # fmt: skip
         if same is not None:
             result["samplers"][name] = {**({**done, **result["samplers"]}[same]), "same_as": same}
             continue

@@ -431,3 +431,72 @@ def test_sde_dpmpp_in_the_loop_is_seeded_and_rejects_order_three():
     assert not torch.allclose(a, c) and torch.isfinite(a).all()
     with pytest.raises(ValueError, match="orders 1 and 2"):
         SDEDPMSolverMultistepScheduler(solver_order=3)
+
+
+@pytest.mark.parametrize("shift", [0.5, 3.0])
+@pytest.mark.parametrize("n", [10, 15])
+def test_timestep_shift_grid_scales_the_noise_to_signal_ratio(shift, n):
+    """Esser et al. 2024, Eq. 23: on the flow path the shifted grid multiplies sigma / alpha = u / (1 - u) by the
+    shift (checked up to the rounding to integer timesteps, from that ratio rather than from Eq. 23); it starts at
+    T - 1, decreases, and shift 1 keeps the uniform grid."""
+    import numpy as np
+
+    T = 1000
+    sched = DPMSolverMultistepScheduler(num_train_timesteps=T, prediction_type="flow", timestep_shift=shift)
+    sched.set_timesteps(n)
+    grid = sched.timesteps.numpy()
+    u = np.linspace(1.0, 0.0, n + 1)[:-1]
+    assert len(grid) == n and grid[0] == T - 1 and (np.diff(grid) < 0).all()
+    inside = u < 1  # the ratio is infinite at u = 1
+    ratio = shift * u[inside] / (1 - u[inside])  # sigma / alpha of the shifted point
+    exact = (T - 1) * ratio / (1 + ratio)  # t / (T - 1) = sigma = ratio / (1 + ratio) on the flow path
+    assert np.all(np.abs(grid[inside] - exact) <= 0.5 + 1e-9), (grid, exact)
+    plain = DPMSolverMultistepScheduler(num_train_timesteps=T, prediction_type="flow")
+    plain.set_timesteps(n)
+    ref = DPMSolverMultistepScheduler(num_train_timesteps=T, prediction_type="flow", timestep_shift=1.0)
+    ref.set_timesteps(n)
+    assert torch.equal(plain.timesteps, ref.timesteps)
+    below_half = int((grid < T / 2).sum()), int((plain.timesteps < T / 2).sum())
+    assert below_half[0] > below_half[1] if shift < 1 else below_half[0] < below_half[1]
+
+
+@pytest.mark.parametrize("shift", [0.5, 2.0])
+@pytest.mark.parametrize("kind", ["dpmpp_2m", "unipc_2"])
+def test_shifted_grid_still_reaches_the_exact_flow_solution(kind, shift):
+    """A shifted grid is still a grid from T - 1 to 0: 15 steps with the exact velocity land near x_0 = MU + S z, at
+    most half as far as 5 steps."""
+    train = build_scheduler("rflow", num_train_timesteps=1000)
+    z = torch.linspace(-2, 2, 9, dtype=torch.float64)
+    errors = []
+    for n in (5, 15):
+        sched = sampler_from(train, kind, clip_sample=False, timestep_shift=shift)
+        sched.set_timesteps(n)
+        x = exact_state(sched, int(sched.timesteps[0]), z)
+        for t in sched.timesteps:
+            x, _ = sched.step(exact_velocity(sched, x, int(t)), int(t), x)
+        errors.append(float((x - (MU + S * z)).abs().max()))
+    assert errors[1] < errors[0] / 2 and errors[1] < 0.03, errors
+
+
+def test_timestep_shift_reaches_the_recipe_sampler_and_errors_name_the_fix():
+    """``DiffusionRecipe.timestep_shift`` reaches the sampling scheduler (and survives a second ``set_timesteps``);
+    bad shifts, shifts on samplers without a shiftable grid and over-fine shifted grids are refused."""
+    from monai_synth.engines import DiffusionRecipe
+
+    recipe = DiffusionRecipe(prediction_type="flow", sampler="sde_dpmpp_2m", sample_steps=15, timestep_shift=0.5)
+    sched = recipe.sampling_scheduler()
+    direct = SDEDPMSolverMultistepScheduler(num_train_timesteps=1000, prediction_type="flow", timestep_shift=0.5)
+    direct.set_timesteps(15)
+    assert torch.equal(sched.timesteps, direct.timesteps) and int(sched.timesteps[-1]) == 34
+    sched.set_timesteps(15)
+    assert torch.equal(sched.timesteps, direct.timesteps)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="timestep_shift"):
+            DPMSolverMultistepScheduler(timestep_shift=bad)
+    train = build_scheduler("ddpm", num_train_timesteps=1000, schedule="cosine")
+    with pytest.raises(ValueError, match="multistep solver.*'ddim'"):
+        sampler_from(train, "ddim", timestep_shift=0.5)
+    with pytest.raises(ValueError, match="DiffusionRecipe.timestep_shift.*'rflow'"):
+        DiffusionRecipe(prediction_type="flow", sampler="rflow", timestep_shift=0.5)
+    with pytest.raises(ValueError, match="same training timestep"):
+        DPMSolverMultistepScheduler(timestep_shift=0.05).set_timesteps(900)

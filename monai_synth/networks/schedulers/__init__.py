@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from .factory import (
+    MULTISTEP_SAMPLERS,
     BoundedDDIMScheduler,
     SamplerKind,
     SchedulerKind,
     build_scheduler,
     check_sampler_fits,
+    check_shift_fits,
     ddim_from,
     sampler_from,
 )

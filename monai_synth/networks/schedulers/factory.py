@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler, Scheduler
 from monai.utils import StrEnum
 
 __all__ = [
+    "MULTISTEP_SAMPLERS",
     "BoundedDDIMScheduler",
     "SamplerKind",
     "SchedulerKind",
     "build_scheduler",
     "check_sampler_fits",
+    "check_shift_fits",
     "ddim_from",
     "sampler_from",
 ]
@@ -146,7 +149,27 @@ def check_sampler_fits(kind: str | SamplerKind, flow: bool, where: str = "this m
         )
 
 
-def sampler_from(scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sample: bool = True) -> Scheduler:
+MULTISTEP_SAMPLERS = ("dpmpp_2m", "dpmpp_3m", "sde_dpmpp_2m", "unipc_2", "unipc_3")
+
+
+def check_shift_fits(sampler: str, timestep_shift: float, where: str = "sampler_from") -> None:
+    """Refuse a ``timestep_shift`` other than 1 for a sampler without a shiftable grid (only the multistep solvers).
+
+    Raises:
+        ValueError: naming ``where``, the sampler and what to change.
+    """
+    if not (isinstance(timestep_shift, (int, float)) and math.isfinite(timestep_shift) and timestep_shift > 0):
+        raise ValueError(f"{where}: `timestep_shift` must be a finite number > 0, got {timestep_shift!r}.")
+    if timestep_shift != 1 and str(sampler).lower() not in MULTISTEP_SAMPLERS:
+        raise ValueError(
+            f"{where}: `timestep_shift` {timestep_shift} needs a multistep solver ({', '.join(MULTISTEP_SAMPLERS)}), "
+            f"got sampler {sampler!r}; set timestep_shift=1 or choose one of those samplers."
+        )
+
+
+def sampler_from(
+    scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sample: bool = True, timestep_shift: float = 1.0
+) -> Scheduler:
     """A sampling scheduler of ``kind`` on the noise schedule of a trained ``scheduler`` (betas copied).
 
     ``ddpm`` returns ``scheduler`` itself; ``ddim`` is :func:`ddim_from`; ``dpmpp_2m`` / ``dpmpp_3m``,
@@ -154,10 +177,12 @@ def sampler_from(scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sa
     :mod:`monai_synth.networks.schedulers.multistep` with the trained ``prediction_type`` (``"flow"`` for a
     rectified-flow ``scheduler``: the solvers then integrate the flow's ODE); ``rflow`` needs a rectified-flow
     ``scheduler`` (``RFlowScheduler``) and returns it (its Euler sampler). Call ``set_timesteps`` before sampling.
+    ``timestep_shift`` shifts the multistep solvers' timestep grid (Esser et al. 2024, Eq. 23; see
+    :class:`~monai_synth.networks.schedulers.multistep.DPMSolverMultistepScheduler`).
 
     Raises:
         ValueError: unknown ``kind``; ``rflow`` for a variance-preserving model; ``ddpm`` or ``ddim`` for a
-            rectified-flow model.
+            rectified-flow model; ``timestep_shift != 1`` for a sampler other than the multistep solvers.
     """
     from monai_synth.networks.schedulers.multistep import (
         DPMSolverMultistepScheduler,
@@ -171,6 +196,7 @@ def sampler_from(scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sa
         raise ValueError(f"`sampler` must be one of {options}, got {kind!r}.")
     is_flow = isinstance(scheduler, RFlowScheduler)
     check_sampler_fits(key, is_flow, where=f"a {type(scheduler).__name__}")
+    check_shift_fits(key, timestep_shift)
     if key in (SamplerKind.DDPM, SamplerKind.RFLOW):
         return scheduler
     if key == SamplerKind.DDIM:
@@ -185,6 +211,7 @@ def sampler_from(scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sa
         prediction_type="flow" if is_flow else scheduler.prediction_type,
         solver_order=order,
         clip_sample=clip_sample,
+        timestep_shift=timestep_shift,
     )
     if not is_flow:
         solver.betas, solver.alphas = scheduler.betas, scheduler.alphas

@@ -49,6 +49,10 @@ class _MultistepSolver(Scheduler):
         solver_order: 1, 2 or 3 (multistep order; the first steps use lower orders while the history fills).
         clip_sample: clip the data prediction to ``clip_sample_values`` (as MONAI's DDIM clips ``x_0``).
         clip_sample_values: the clipping range.
+        timestep_shift: ``s`` of the timestep grid: the uniform grid ``u`` in ``[0, 1]`` becomes
+            ``s u / (1 + (s - 1) u)`` (Esser et al. 2024, "Scaling Rectified Flow Transformers for High-Resolution
+            Image Synthesis", Eq. 23, the resolution-dependent shift). ``s < 1`` spends more of the steps at low noise
+            (small images), ``s > 1`` at high noise (large images); 1 keeps the uniform grid.
         schedule_args: passed to the schedule function (e.g. ``beta_start``, ``beta_end``).
     """
 
@@ -60,9 +64,13 @@ class _MultistepSolver(Scheduler):
         solver_order: int = 2,
         clip_sample: bool = True,
         clip_sample_values: tuple[float, float] = (-1.0, 1.0),
+        timestep_shift: float = 1.0,
         **schedule_args,
     ) -> None:
         super().__init__(num_train_timesteps, schedule, **schedule_args)
+        if not (isinstance(timestep_shift, (int, float)) and math.isfinite(timestep_shift) and timestep_shift > 0):
+            raise ValueError(f"`timestep_shift` must be a finite number > 0, got {timestep_shift!r}.")
+        self.timestep_shift = float(timestep_shift)
         if prediction_type not in ("epsilon", "v_prediction", "flow"):
             raise ValueError(
                 f"`prediction_type` must be 'epsilon', 'v_prediction' or 'flow', got {prediction_type!r}."
@@ -76,15 +84,26 @@ class _MultistepSolver(Scheduler):
         self._history: list[tuple[int, torch.Tensor]] = []  # (timestep, data prediction), oldest first
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """``num_inference_steps`` timesteps ``round(linspace(T - 1, 0, n + 1))[:-1]``, decreasing.
+        """``num_inference_steps`` timesteps ``round(linspace(T - 1, 0, n + 1))[:-1]``, decreasing; with a
+        ``timestep_shift`` ``s != 1``, ``round((T - 1) s u / (1 + (s - 1) u))`` for ``u = linspace(1, 0, n + 1)``.
 
         Raises:
-            ValueError: when ``num_inference_steps`` is not in ``[1, T]``.
+            ValueError: when ``num_inference_steps`` is not in ``[1, T]``, or when the shifted grid rounds two steps to
+                the same timestep (too many steps for this shift).
         """
         n = int(num_inference_steps)
         if not 1 <= n <= self.num_train_timesteps:
             raise ValueError(f"`num_inference_steps` must be in [1, {self.num_train_timesteps}], got {n}.")
-        grid = torch.linspace(self.num_train_timesteps - 1, 0, n + 1).round().long()[:-1]
+        if self.timestep_shift == 1.0:
+            grid = torch.linspace(self.num_train_timesteps - 1, 0, n + 1).round().long()[:-1]
+        else:
+            s, u = self.timestep_shift, torch.linspace(1, 0, n + 1, dtype=torch.float64)
+            grid = ((self.num_train_timesteps - 1) * s * u / (1 + (s - 1) * u)).round().long()[:-1]
+            if n > 1 and not bool((grid[:-1] > grid[1:]).all()):
+                raise ValueError(
+                    f"{n} steps with `timestep_shift` {s} put two steps on the same training timestep: use fewer "
+                    "steps or a shift closer to 1."
+                )
         self.num_inference_steps = n
         self.timesteps = grid.to(device) if device is not None else grid
         self._history = []
