@@ -149,7 +149,10 @@ def check_sampler_fits(kind: str | SamplerKind, flow: bool, where: str = "this m
         )
 
 
-MULTISTEP_SAMPLERS = ("dpmpp_2m", "dpmpp_3m", "sde_dpmpp_2m", "unipc_2", "unipc_3")
+#: the samplers with a shiftable timestep grid: the multistep solvers (:mod:`.multistep`)
+MULTISTEP_SAMPLERS = tuple(
+    k.value for k in SamplerKind if k not in (SamplerKind.DDPM, SamplerKind.DDIM, SamplerKind.RFLOW)
+)
 
 
 def check_shift_fits(sampler: str, timestep_shift: float, where: str = "sampler_from") -> None:
