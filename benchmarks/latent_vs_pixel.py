@@ -73,8 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
     source = "medmnist" if str(args.data).endswith(".npz") else "folder"
     splits = load_labelled_splits(source, args.data, image_size=args.image_size, work_dir=args.work_dir)
     train = splits["train"]
-    pixel = DiffusionRecipe(image_size=args.image_size, generator_kind="pixel")
     latent = DiffusionRecipe(image_size=args.image_size, generator_kind="latent")
+    pixel = DiffusionRecipe(  # equal UNet, objective and batch: only the space the UNet works in differs
+        image_size=args.image_size, generator_kind="pixel", channels=latent.channels, batch_size=latent.batch_size,
+        prediction_type=latent.prediction_type, lr_anneal_fraction=latent.lr_anneal_fraction,
+    )
     n = min(len(train), latent.batch_size * (args.iters + 1))
     images = from_unit_range(torch.stack([torch.as_tensor(it["image"]) for it in train[:n]]).float())
     labels = torch.tensor([int(it["label"]) for it in train[:n]])

@@ -136,7 +136,7 @@ def test_sampler_quality_keeps_the_deterministic_ddim_apart_and_judges_targets()
     from monai_synth.engines import DiffusionRecipe
 
     sq = _benchmark("sampler_quality")
-    recipe = DiffusionRecipe()  # DDIM 50 at eta 1
+    recipe = DiffusionRecipe(prediction_type="epsilon")  # DDIM 50 at eta 1
     s = sq.settings(recipe, 2.0)
     etas = {k: sq.setting_eta(s[k], recipe) for k in ("ddim50", "ddim50_eta0", "dpmpp_2m_15", "default")}
     assert etas == {"ddim50": 1.0, "ddim50_eta0": 0.0, "dpmpp_2m_15": 0.0, "default": 1.0}

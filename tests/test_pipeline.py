@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import half_items
 from monai.networks.nets import DiffusionModelUNet
-from monai.networks.schedulers import DDPMScheduler
+from monai.networks.schedulers import DDPMScheduler, RFlowScheduler
 from PIL import Image
 
 from monai_synth.apps.augmentation import (
@@ -56,7 +56,8 @@ def test_recipe_builds_its_network_and_scheduler():
     assert sched.prediction_type == "v_prediction"
     # linear schedule (Ho et al. 2020): betas evenly spaced from MONAI's default 1e-4 to 2e-2
     torch.testing.assert_close(sched.betas, torch.linspace(1e-4, 2e-2, 20))
-    default = DiffusionRecipe().build_scheduler()
+    assert isinstance(DiffusionRecipe().build_scheduler(), RFlowScheduler)  # the pixel default: rectified flow
+    default = DiffusionRecipe(prediction_type="epsilon").build_scheduler()
     assert default.num_train_timesteps == DiffusionRecipe.num_train_timesteps == 1000
     # cosine schedule (Nichol & Dhariwal 2021, Eq. 17): alpha_bar(t) = f(t) / f(0), f(t) = cos^2((t/T + s)/(1 + s) pi/2)
     t = torch.arange(1, 1001, dtype=torch.float64)

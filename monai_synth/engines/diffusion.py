@@ -21,7 +21,7 @@ from monai.engines.utils import DiffusionPrepareBatch
 from monai.networks.schedulers import RFlowScheduler, Scheduler
 from monai.utils import StrEnum
 
-from monai_synth.engines.recipe import DiffusionRecipe
+from monai_synth.engines.recipe import DiffusionRecipe, default_loss, default_sample_steps
 from monai_synth.handlers.checkpoint import AtomicCheckpointSaver, CheckpointResumer
 from monai_synth.handlers.ema import EMAHandler, create_ema_model
 from monai_synth.handlers.sample_grid import SampleGridHandler
@@ -33,7 +33,14 @@ from monai_synth.handlers.training import (
 )
 from monai_synth.inferers.class_conditioned import ClassConditionedDiffusionInferer
 from monai_synth.networks.diffusion_unet import build_diffusion_unet
-from monai_synth.networks.schedulers import SchedulerKind, build_scheduler, ddim_from, sampler_from
+from monai_synth.networks.schedulers import (
+    DPMSolverMultistepScheduler,
+    SchedulerKind,
+    UniPCMultistepScheduler,
+    build_scheduler,
+    ddim_from,
+    sampler_from,
+)
 
 __all__ = [
     "DiffusionLoss",
@@ -253,7 +260,7 @@ def build_diffusion_trainer(
     device: str | torch.device = "cpu",
     num_classes: int | None = None,
     cond_drop_prob: float = DiffusionRecipe.cond_drop_prob,
-    loss: str | DiffusionLoss = DiffusionRecipe.loss,
+    loss: str | DiffusionLoss | None = None,
     huber_delta: float = 1.0,
     snr_gamma: float | None = DiffusionRecipe.snr_gamma,
     optimizer: torch.optim.Optimizer | None = None,
@@ -280,7 +287,7 @@ def build_diffusion_trainer(
     sample_n_per_class: int = 8,
     sample_decode: tuple[torch.nn.Module, float] | None = None,
     guidance_scale: float = DiffusionRecipe.guidance_scale,
-    sample_steps: int = DiffusionRecipe.sample_steps,
+    sample_steps: int | None = None,
     image_key: str = "image",
     label_key: str | None = "label",
     progress: bool = False,
@@ -303,7 +310,8 @@ def build_diffusion_trainer(
         device: training device; AMP is only used on CUDA.
         num_classes: real classes; ``None`` for unconditional training (forces ``label_key=None``).
         cond_drop_prob: CFG label-dropout probability.
-        loss: :class:`DiffusionLoss` name.
+        loss: :class:`DiffusionLoss` name; ``None``: :func:`~monai_synth.engines.recipe.default_loss` of the
+            scheduler's objective (``l2`` for an ``RFlowScheduler``, ``l1`` for epsilon / v-prediction).
         huber_delta: delta of the Huber loss.
         snr_gamma: min-SNR-gamma weighting (:class:`MinSNRWeightedLoss`; Huber uses delta 1); ``None``: none.
         optimizer: custom optimizer; otherwise Adam(lr, betas, eps, weight_decay).
@@ -318,7 +326,8 @@ def build_diffusion_trainer(
         channels_last: put the network in channels-last memory format (faster convolutions on tensor cores).
         checkpoint_dir, checkpoint_every, keep_last, resume: checkpointing.
         sample_dir, sample_every, sample_scheduler, sample_shape, sample_n_per_class, guidance_scale, sample_steps:
-            sample grids (``sample_dir=None`` disables them; the scheduler defaults to a DDIM copy of ``scheduler``).
+            sample grids (``sample_dir=None`` disables them; the scheduler defaults to a DDIM copy of ``scheduler``,
+            or its Euler sampler for rectified flow; ``sample_steps=None``: 15 for a multistep solver, 50 otherwise).
         sample_decode: ``(autoencoder, scale_factor)`` when the network is a latent model: grids are decoded.
         image_key, label_key: batch keys.
         progress: attach an Ignite ``ProgressBar``.
@@ -342,6 +351,8 @@ def build_diffusion_trainer(
     )  # fmt: skip
     prepare = ClassConditionedPrepareBatch(scheduler, image_key, label_key, generator=generator)
     weighted = snr_gamma is not None
+    if loss is None:
+        loss = default_loss("flow" if isinstance(scheduler, RFlowScheduler) else scheduler.prediction_type)
     loss_fn = MinSNRWeightedLoss(loss, prepare, snr_gamma) if weighted else get_loss_function(loss, huber_delta)
     use_amp = bool(amp) and device.type == "cuda"
     if channels_last:
@@ -398,6 +409,9 @@ def _trainer_handlers(
             raise ValueError("`sample_shape` (C, *spatial) is required when `sample_dir` is set.")
         if sample_scheduler is None:
             sample_scheduler = sampler_from(scheduler, "rflow" if isinstance(scheduler, RFlowScheduler) else "ddim")
+        if sample_steps is None:  # 15 for a multistep solver, 50 for DDIM / DDPM / the flow's Euler sampler
+            multistep = isinstance(sample_scheduler, (DPMSolverMultistepScheduler, UniPCMultistepScheduler))
+            sample_steps = default_sample_steps("dpmpp_2m" if multistep else "ddim")
         handlers.append(
             SampleGridHandler(
                 ema_model if ema_model is not None else network,

@@ -219,7 +219,7 @@ def generate_dataset(
     in_channels: int = 1,
     formats: Sequence[str] = ("png",),
     guidance_scale: float = DiffusionRecipe.guidance_scale,
-    num_inference_steps: int | None = DiffusionRecipe.sample_steps,
+    num_inference_steps: int | None = None,
     eta: float = DiffusionRecipe.sample_eta,
     guidance_interval: tuple[float, float] | None = DiffusionRecipe.guidance_interval,
     batch_size: int = 64,

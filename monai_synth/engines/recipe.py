@@ -18,9 +18,24 @@ import torch
 
 from monai_synth.networks.autoencoder import build_autoencoder, default_autoencoder_channels, downsample_factor
 from monai_synth.networks.diffusion_unet import build_diffusion_unet
-from monai_synth.networks.schedulers import build_scheduler, check_sampler_fits, check_shift_fits, sampler_from
+from monai_synth.networks.schedulers import (
+    MULTISTEP_SAMPLERS,
+    build_scheduler,
+    check_sampler_fits,
+    check_shift_fits,
+    sampler_from,
+)
 
-__all__ = ["AutoencoderRecipe", "DiffusionRecipe", "GeneratorKind", "LATENT_FROM_SIZE"]
+__all__ = [
+    "AutoencoderRecipe",
+    "DiffusionRecipe",
+    "GeneratorKind",
+    "KIND_DEFAULTS",
+    "LATENT_FROM_SIZE",
+    "default_loss",
+    "default_sample_steps",
+    "default_timestep_shift",
+]
 
 LATENT_FROM_SIZE = 128
 """From this image size up the generator is latent diffusion unless a recipe says otherwise (docs/latent.md)."""
@@ -35,6 +50,42 @@ class GeneratorKind:
 
     PIXEL = "pixel"
     LATENT = "latent"
+
+
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    GeneratorKind.PIXEL: {
+        "prediction_type": "flow",
+        "channels": (32, 32, 64),
+        "batch_size": 32,
+        "lr_anneal_fraction": 0.5,
+    },
+    GeneratorKind.LATENT: {
+        "prediction_type": "epsilon",
+        "channels": (32, 64, 64),
+        "batch_size": 64,
+        "lr_anneal_fraction": 0.0,
+    },
+}
+"""Defaults that depend on the generator kind. Pixel: the rectified-flow recipe chosen on PneumoniaMNIST (10- and
+30-minute runs, docs/performance.md); latent: the epsilon recipe it replaced, kept until measured on latents."""
+
+
+def default_loss(prediction_type: str) -> str:
+    """The default loss of an objective: ``l2`` for ``flow`` (measured best with it, docs/performance.md), ``l1``
+    (seed 000) for the VP objectives ``epsilon`` / ``v_prediction``."""
+    return "l2" if prediction_type == "flow" else "l1"
+
+
+def default_sample_steps(sampler: str) -> int:
+    """The default step count of a sampler: 15 for the multistep solvers (DPM-Solver++ / UniPC reach DDIM-50's FID
+    in 10-20 evaluations, Lu et al. 2022; measured in docs/performance.md), 50 for ``ddim``, ``ddpm`` and ``rflow``."""
+    return 15 if str(sampler).lower() in MULTISTEP_SAMPLERS else 50
+
+
+def default_timestep_shift(sampler: str, prediction_type: str) -> float:
+    """The default timestep shift: 0.5 for a multistep solver on a ``flow`` model (best of 0.33-2 on
+    PneumoniaMNIST, docs/performance.md), 1 (the uniform grid) otherwise; the shift was not measured on VP models."""
+    return 0.5 if str(sampler).lower() in MULTISTEP_SAMPLERS and prediction_type == "flow" else 1.0
 
 
 @dataclass
@@ -118,7 +169,8 @@ class DiffusionRecipe:
         generator_kind: ``pixel`` or ``latent`` (:class:`GeneratorKind`); ``None``: ``latent`` from
             :data:`LATENT_FROM_SIZE` (128 px) up, ``pixel`` below.
         autoencoder: the first stage of a latent generator (:class:`AutoencoderRecipe`, or a mapping of its fields).
-        channels: ``DiffusionModelUNet`` feature channels per level.
+        channels: ``DiffusionModelUNet`` feature channels per level; ``None``: :data:`KIND_DEFAULTS` (32-32-64 pixel,
+            32-64-64 latent).
         attention_levels: self-attention per level.
         num_res_blocks: residual blocks per level.
         num_head_channels: channels per attention head.
@@ -128,19 +180,22 @@ class DiffusionRecipe:
             schedule's ``abar_T ~ 2e-9`` makes unclipped epsilon-prediction steps diverge on unbounded latents).
         prediction_type: what the network predicts: ``epsilon`` (Ho et al. 2020), ``v_prediction`` (Salimans & Ho
             2022) or ``flow`` (rectified flow, Liu et al. 2023, through MONAI's ``RFlowScheduler``: the network
-            predicts the velocity ``x_0 - eps`` and samples with the ``rflow`` Euler sampler or a multistep solver).
+            predicts the velocity ``x_0 - eps`` and samples with the ``rflow`` Euler sampler or a multistep solver);
+            ``None``: ``flow`` for pixel generators, ``epsilon`` for latent ones (:data:`KIND_DEFAULTS`).
         flow_timesteps: training-time distribution of a ``flow`` model's t: ``uniform`` (MONAI's default) or
             ``logit_normal`` (t / T = sigmoid(n), n ~ N(0, 1): Esser et al. 2024, Eq. 19, their best "rf/lognorm(0, 1)",
             which trains the middle noise levels more often than the nearly clean and nearly pure-noise ends).
         snr_gamma: min-SNR-gamma loss weighting (Hang et al. 2023; 5 in the paper); ``None``: unweighted.
-        loss: ``l1`` (seed 000), ``l2`` (seeds 001/003, Ho et al. 2020 Eq. 14) or ``huber`` (seed 002).
+        loss: ``l1`` (seed 000), ``l2`` (seeds 001/003, Ho et al. 2020 Eq. 14) or ``huber`` (seed 002); ``None``:
+            :func:`default_loss` of the objective (``l2`` for ``flow``, ``l1`` otherwise).
         num_train_timesteps: T of the forward process.
         lr: Adam learning rate after the linear warm-up.
         warmup_iters: learning-rate warm-up iterations (Goyal et al. 2017).
         lr_anneal_fraction: share of the run (of ``train_minutes``, or of ``epochs`` without a budget) at its end over
             which the learning rate cools down to 0 along a cosine (the warm-up / stable / decay schedule, Hu et al.
-            2024; :class:`~monai_synth.handlers.WarmupLrHandler`); 0: constant after the warm-up.
-        batch_size: images per step.
+            2024; :class:`~monai_synth.handlers.WarmupLrHandler`); 0: constant after the warm-up; ``None``:
+            :data:`KIND_DEFAULTS` (0.5 pixel, 0 latent).
+        batch_size: images per step; ``None``: :data:`KIND_DEFAULTS` (32 pixel, 64 latent).
         epochs: maximum epochs.
         train_minutes: wall-clock budget (training stops at the first of ``epochs`` and this); ``None``: no budget.
         ema_decay: EMA decay (with warm-up: early weights are not frozen into the average).
@@ -150,14 +205,16 @@ class DiffusionRecipe:
         sampler: a :class:`~monai_synth.networks.schedulers.SamplerKind`: ``ddim``, ``dpmpp_2m``, ``dpmpp_3m``
             (DPM-Solver++, Lu et al. 2022), ``sde_dpmpp_2m`` (its stochastic variant), ``unipc_2``, ``unipc_3``
             (UniPC, Zhao et al. 2023), ``ddpm``, or ``rflow`` (the Euler sampler of ``prediction_type="flow"``,
-            which also samples with the multistep solvers but not with ``ddim`` or ``ddpm``).
-        sample_steps: sampler steps (network evaluations, twice that where CFG applies).
+            which also samples with the multistep solvers but not with ``ddim`` or ``ddpm``); ``None``:
+            ``sde_dpmpp_2m`` for ``flow`` models, ``ddim`` for the VP objectives.
+        sample_steps: sampler steps (network evaluations, twice that where CFG applies); ``None``:
+            :func:`default_sample_steps` (15 for the multistep solvers, 50 otherwise).
         sample_eta: DDIM eta (Song et al. 2021, Eq. 16): 1 = DDPM-like stochastic steps, 0 = deterministic; only
             used by the ``ddim`` sampler.
         timestep_shift: shift ``s`` of the multistep solvers' timestep grid, ``u -> s u / (1 + (s - 1) u)`` on the
             uniform grid in [0, 1] (Esser et al. 2024, Eq. 23); ``s < 1`` puts more steps at low noise (measured on
             28 px images in docs/performance.md); 1: the uniform grid. Only for ``dpmpp_*``, ``sde_dpmpp_2m`` and
-            ``unipc_*``.
+            ``unipc_*``; ``None``: :func:`default_timestep_shift` (0.5 for those solvers on ``flow`` models, else 1).
         guidance_interval: ``(sigma_lo, sigma_hi)``: CFG only at noise levels in that interval, one conditional
             pass elsewhere (Kynkaanniemi et al. 2024; :func:`monai_synth.inferers.sample`); ``None``: every step.
         grad_clip_norm: gradient-norm clipping (``None``: none).
@@ -167,36 +224,37 @@ class DiffusionRecipe:
     image_size: int = 28
     generator_kind: str | None = None
     autoencoder: AutoencoderRecipe = field(default_factory=AutoencoderRecipe)
-    channels: tuple[int, ...] = (32, 64, 64)
+    channels: tuple[int, ...] | None = None
     attention_levels: tuple[bool, ...] = (False, False, True)
     num_res_blocks: int = 1
     num_head_channels: int = 32
     norm_num_groups: int = 32
     schedule: str | None = None
-    prediction_type: str = "epsilon"
+    prediction_type: str | None = None
     flow_timesteps: str = "uniform"
     snr_gamma: float | None = None
-    loss: str = "l1"
+    loss: str | None = None
     num_train_timesteps: int = 1000
     lr: float = 1e-3
     warmup_iters: int = 200
-    lr_anneal_fraction: float = 0.0
-    batch_size: int = 64
+    lr_anneal_fraction: float | None = None
+    batch_size: int | None = None
     epochs: int = 10
     train_minutes: float | None = None
     ema_decay: float = 0.999
     cond_drop_prob: float = 0.1
     hflip: bool = False
     guidance_scale: float = 1.0
-    sampler: str = "ddim"
-    sample_steps: int = 50
+    sampler: str | None = None
+    sample_steps: int | None = None
     sample_eta: float = 1.0
-    timestep_shift: float = 1.0
+    timestep_shift: float | None = None
     guidance_interval: tuple[float, float] | None = None
     grad_clip_norm: float | None = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self._resolve_defaults()
         self.channels = tuple(int(c) for c in self.channels)
         self.attention_levels = tuple(bool(a) for a in self.attention_levels)
         for name in ("image_size", "batch_size", "epochs", "sample_steps", "num_train_timesteps"):
@@ -223,14 +281,8 @@ class DiffusionRecipe:
             self.autoencoder = AutoencoderRecipe(**self.autoencoder)
         if not isinstance(self.autoencoder, AutoencoderRecipe):
             raise ValueError(f"DiffusionRecipe.autoencoder must be an AutoencoderRecipe, got {self.autoencoder!r}.")
-        if self.generator_kind is None:
-            self.generator_kind = GeneratorKind.LATENT if self.image_size >= LATENT_FROM_SIZE else GeneratorKind.PIXEL
         if self.schedule is None:
             self.schedule = "scaled_linear_beta" if self.generator_kind == GeneratorKind.LATENT else "cosine"
-        if self.generator_kind not in (GeneratorKind.PIXEL, GeneratorKind.LATENT):
-            raise ValueError(
-                f"DiffusionRecipe.generator_kind must be 'pixel' or 'latent', got {self.generator_kind!r}."
-            )
         if self.is_latent and self.image_size % downsample_factor(self.autoencoder.channels_for(self.image_size)):
             raise ValueError(
                 f"DiffusionRecipe.image_size {self.image_size} is not divisible by the autoencoder's downsampling "
@@ -238,6 +290,28 @@ class DiffusionRecipe:
             )
         if self.train_minutes is not None and not self.train_minutes > 0:
             raise ValueError(f"DiffusionRecipe.train_minutes must be > 0 or None, got {self.train_minutes!r}.")
+
+    def _resolve_defaults(self) -> None:
+        """Fill the ``None`` fields: the generator kind from the image size, then :data:`KIND_DEFAULTS`, then the
+        loss, sampler, steps and shift that go with the objective and sampler."""
+        if self.generator_kind is None:
+            size_ok = isinstance(self.image_size, int) and self.image_size >= LATENT_FROM_SIZE
+            self.generator_kind = GeneratorKind.LATENT if size_ok else GeneratorKind.PIXEL
+        if self.generator_kind not in KIND_DEFAULTS:
+            raise ValueError(
+                f"DiffusionRecipe.generator_kind must be 'pixel' or 'latent', got {self.generator_kind!r}."
+            )
+        for name, value in KIND_DEFAULTS[self.generator_kind].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.loss is None:
+            self.loss = default_loss(self.prediction_type)
+        if self.sampler is None:
+            self.sampler = "sde_dpmpp_2m" if self.prediction_type == "flow" else "ddim"
+        if self.sample_steps is None:
+            self.sample_steps = default_sample_steps(self.sampler)
+        if self.timestep_shift is None:
+            self.timestep_shift = default_timestep_shift(self.sampler, self.prediction_type)
 
     def _check_objective_and_sampler(self) -> None:
         if self.prediction_type not in ("epsilon", "v_prediction", "flow"):
@@ -258,7 +332,11 @@ class DiffusionRecipe:
                 "objectives sample t uniformly); set flow_timesteps='uniform' or prediction_type='flow'."
             )
         if self.snr_gamma is not None and (self.prediction_type == "flow" or not self.snr_gamma > 0):
-            raise ValueError(f"DiffusionRecipe.snr_gamma must be > 0 and needs a VP objective, got {self.snr_gamma!r}.")
+            raise ValueError(
+                f"DiffusionRecipe.snr_gamma must be > 0 and needs a VP objective, got {self.snr_gamma!r} with "
+                f"prediction_type {self.prediction_type!r}; set prediction_type='epsilon' or 'v_prediction' (the "
+                "pixel default is 'flow'), or snr_gamma=None."
+            )
         if self.guidance_interval is not None:
             self.guidance_interval = tuple(float(v) for v in self.guidance_interval)
             if len(self.guidance_interval) != 2 or not self.guidance_interval[0] < self.guidance_interval[1]:

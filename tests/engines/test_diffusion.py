@@ -127,16 +127,29 @@ def test_ddim_from_copies_the_training_schedule(schedule, prediction_type, clip)
 
 def test_trainer_and_generation_defaults_come_from_the_recipe():
     trainer = inspect.signature(build_diffusion_trainer).parameters
-    for arg, field in [("lr", "lr"), ("loss", "loss"), ("ema_decay", "ema_decay"), ("grad_clip_norm", "grad_clip_norm"),
+    for arg, field in [("lr", "lr"), ("ema_decay", "ema_decay"), ("grad_clip_norm", "grad_clip_norm"),
                        ("cond_drop_prob", "cond_drop_prob")]:  # fmt: skip
         assert trainer[arg].default == getattr(DiffusionRecipe, field), arg
+    assert trainer["loss"].default is None and trainer["sample_steps"].default is None  # resolved like the recipe
     gen = inspect.signature(generate_dataset).parameters
-    for arg, field in [("guidance_scale", "guidance_scale"), ("num_inference_steps", "sample_steps"),
-                       ("eta", "sample_eta")]:  # fmt: skip
+    for arg, field in [("guidance_scale", "guidance_scale"), ("eta", "sample_eta")]:
         assert gen[arg].default == getattr(DiffusionRecipe, field), arg
+    assert gen["num_inference_steps"].default is None  # the sampler's own set_timesteps (the recipe sets it)
     recipe = DiffusionRecipe
-    assert (recipe.lr, recipe.loss, recipe.ema_decay, recipe.grad_clip_norm) == (1e-3, "l1", 0.999, 1.0)
-    assert (recipe.guidance_scale, recipe.sample_steps, recipe.sample_eta) == (1.0, 50, 1.0)
+    assert (recipe.lr, recipe.ema_decay, recipe.grad_clip_norm) == (1e-3, 0.999, 1.0)
+    assert (recipe.guidance_scale, recipe.sample_eta) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "scheduler,expected",
+    [("ddpm", torch.nn.L1Loss), ("rflow", torch.nn.MSELoss)],
+)
+def test_trainer_default_loss_follows_the_objective(scheduler, expected):
+    net = build_diffusion_unet(num_classes=None, channels=(8, 8), attention_levels=(False, False), norm_num_groups=8,
+                              num_head_channels=8)  # fmt: skip
+    sched = build_scheduler(scheduler, num_train_timesteps=10)
+    trainer = build_diffusion_trainer(net, sched, [], max_epochs=1, ema_decay=None)
+    assert type(trainer.loss_function) is expected
 
 
 def test_default_unet_28x28():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from helpers import tiny_items
@@ -100,26 +102,26 @@ def test_logit_normal_flow_timesteps_follow_esser_et_al():
 
 def test_flow_timesteps_refused_for_other_objectives_and_unknown_names():
     with pytest.raises(ValueError, match="needs prediction_type='flow'"):
-        DiffusionRecipe(flow_timesteps="logit_normal")
+        DiffusionRecipe(prediction_type="epsilon", flow_timesteps="logit_normal")
     with pytest.raises(ValueError, match="'uniform' or 'logit_normal'"):
         DiffusionRecipe(prediction_type="flow", sampler="rflow", flow_timesteps="lognorm")
 
 
 def test_recipe_validates_objectives():
     with pytest.raises(ValueError, match="rflow"):
-        DiffusionRecipe(prediction_type="flow")  # sampler stays ddim
+        DiffusionRecipe(prediction_type="flow", sampler="ddim")
     with pytest.raises(ValueError, match="rflow"):
-        DiffusionRecipe(sampler="rflow")
+        DiffusionRecipe(prediction_type="epsilon", sampler="rflow")
     with pytest.raises(ValueError, match="prediction_type"):
         DiffusionRecipe(prediction_type="sample")
     with pytest.raises(ValueError, match="snr_gamma"):
-        DiffusionRecipe(snr_gamma=-1)
+        DiffusionRecipe(prediction_type="epsilon", snr_gamma=-1)
     with pytest.raises(ValueError, match="snr_gamma"):
         DiffusionRecipe(prediction_type="flow", sampler="rflow", snr_gamma=5)
     with pytest.raises(ValueError, match="guidance_interval"):
         DiffusionRecipe(guidance_interval=(3.0, 1.0))
-    r = DiffusionRecipe(sampler="dpmpp_2m", sample_steps=7)
-    assert r.sampler_eta == 0.0 and DiffusionRecipe().sampler_eta == DiffusionRecipe.sample_eta
+    r = DiffusionRecipe(prediction_type="epsilon", sampler="dpmpp_2m", sample_steps=7)
+    assert r.sampler_eta == 0.0 and DiffusionRecipe(prediction_type="epsilon").sampler_eta == DiffusionRecipe.sample_eta
     s = r.sampling_scheduler()
     assert type(s).__name__ == "DPMSolverMultistepScheduler" and len(s.timesteps) == 7
     with pytest.raises(ValueError, match="multistep solver"):
@@ -129,10 +131,45 @@ def test_recipe_validates_objectives():
 
 
 @pytest.mark.parametrize(
+    "options,expected",
+    [
+        ({}, ("pixel", "flow", "l2", "sde_dpmpp_2m", 15, 0.5, (32, 32, 64), 32, 0.5)),
+        ({"image_size": 128}, ("latent", "epsilon", "l1", "ddim", 50, 1.0, (32, 64, 64), 64, 0.0)),
+        ({"generator_kind": "latent"}, ("latent", "epsilon", "l1", "ddim", 50, 1.0, (32, 64, 64), 64, 0.0)),
+        ({"image_size": 128, "generator_kind": "pixel"},
+         ("pixel", "flow", "l2", "sde_dpmpp_2m", 15, 0.5, (32, 32, 64), 32, 0.5)),
+        ({"prediction_type": "epsilon"}, ("pixel", "epsilon", "l1", "ddim", 50, 1.0, (32, 32, 64), 32, 0.5)),
+        ({"prediction_type": "v_prediction", "sampler": "unipc_2"},
+         ("pixel", "v_prediction", "l1", "unipc_2", 15, 1.0, (32, 32, 64), 32, 0.5)),
+        ({"sampler": "rflow"}, ("pixel", "flow", "l2", "rflow", 50, 1.0, (32, 32, 64), 32, 0.5)),
+        ({"sampler": "dpmpp_3m", "timestep_shift": 1.0, "loss": "huber", "batch_size": 8, "channels": [16, 16]},
+         ("pixel", "flow", "huber", "dpmpp_3m", 15, 1.0, (16, 16), 8, 0.5)),
+        ({"image_size": 128, "prediction_type": "flow"},
+         ("latent", "flow", "l2", "sde_dpmpp_2m", 15, 0.5, (32, 64, 64), 64, 0.0)),
+    ],
+)  # fmt: skip
+def test_recipe_defaults_follow_kind_objective_and_sampler(options, expected):
+    r = DiffusionRecipe(**options)
+    got = (r.generator_kind, r.prediction_type, r.loss, r.sampler, r.sample_steps, r.timestep_shift, r.channels,
+           r.batch_size, r.lr_anneal_fraction)  # fmt: skip
+    assert got == expected
+    again = DiffusionRecipe(**dataclasses.asdict(r))  # a saved, resolved recipe rebuilds unchanged
+    assert again == r
+
+
+def test_recipe_default_with_a_misfitting_explicit_field_names_the_fix():
+    with pytest.raises(ValueError, match="timestep_shift=1"):  # an explicit shift on a sampler without a grid to shift
+        DiffusionRecipe(prediction_type="epsilon", timestep_shift=0.5)
+    with pytest.raises(ValueError, match="generator_kind must be 'pixel' or 'latent'"):
+        DiffusionRecipe(generator_kind="voxel")
+
+
+@pytest.mark.parametrize(
     "options",
     [
         {"prediction_type": "v_prediction", "snr_gamma": 5.0, "sampler": "unipc_2"},
-        {"snr_gamma": 5.0, "sampler": "dpmpp_2m", "guidance_scale": 2.0, "guidance_interval": (0.1, 50.0)},
+        {"prediction_type": "epsilon", "snr_gamma": 5.0, "sampler": "dpmpp_2m", "guidance_scale": 2.0,
+         "guidance_interval": (0.1, 50.0)},
         {"prediction_type": "flow", "sampler": "rflow"},
         {"prediction_type": "flow", "sampler": "dpmpp_2m", "guidance_scale": 2.0},
         {"prediction_type": "flow", "sampler": "sde_dpmpp_2m", "flow_timesteps": "logit_normal",
