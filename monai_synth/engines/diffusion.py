@@ -32,15 +32,9 @@ from monai_synth.handlers.training import (
     ThroughputHandler,
 )
 from monai_synth.inferers.class_conditioned import ClassConditionedDiffusionInferer
+from monai_synth.inferers.sampling import is_flow
 from monai_synth.networks.diffusion_unet import build_diffusion_unet
-from monai_synth.networks.schedulers import (
-    DPMSolverMultistepScheduler,
-    SchedulerKind,
-    UniPCMultistepScheduler,
-    build_scheduler,
-    ddim_from,
-    sampler_from,
-)
+from monai_synth.networks.schedulers import SchedulerKind, build_scheduler, ddim_from, sampler_from
 
 __all__ = [
     "DiffusionLoss",
@@ -304,42 +298,31 @@ def build_diffusion_trainer(
 
     Args:
         network: the denoiser (``num_class_embeds = num_classes + 1`` when conditional), already on ``device``.
-        scheduler: training scheduler.
-        train_data_loader: yields dicts with ``image_key`` (and ``label_key``).
-        max_epochs: total epochs (a resumed run stops at the same total).
-        device: training device; AMP is only used on CUDA.
-        num_classes: real classes; ``None`` for unconditional training (forces ``label_key=None``).
-        cond_drop_prob: CFG label-dropout probability.
-        loss: :class:`DiffusionLoss` name; ``None``: :func:`~monai_synth.engines.recipe.default_loss` of the
-            scheduler's objective (``l2`` for an ``RFlowScheduler``, ``l1`` for epsilon / v-prediction).
-        huber_delta: delta of the Huber loss.
-        snr_gamma: min-SNR-gamma weighting (:class:`MinSNRWeightedLoss`; Huber uses delta 1); ``None``: none.
-        optimizer: custom optimizer; otherwise Adam(lr, betas, eps, weight_decay).
-        lr, betas, eps, weight_decay: Adam settings.
-        ema_model: custom EMA model; otherwise created from ``ema_decay`` / ``ema_warmup``.
-        ema_decay, ema_warmup: EMA settings (:mod:`monai_synth.handlers.ema`); ``ema_decay=None`` disables EMA.
-        grad_clip_norm: clip the gradient norm (``None``: no clipping).
-        amp: mixed precision (CUDA only; MONAI's autocast + ``GradScaler``).
-        amp_dtype: ``"bf16"`` or ``"fp16"``; ``None``: bf16 where the GPU supports it, else fp16
-            (:func:`amp_dtype_for`).
-        compile: ``torch.compile`` the network inside MONAI's trainer (helps after a long first step).
-        channels_last: put the network in channels-last memory format (faster convolutions on tensor cores).
+        scheduler, train_data_loader: training scheduler; a loader of dicts with ``image_key`` (and ``label_key``).
+        max_epochs, device: total epochs (a resumed run stops at the same total); the device (AMP only on CUDA).
+        num_classes, cond_drop_prob: real classes (``None``: unconditional, no labels); CFG label dropout.
+        loss, huber_delta, snr_gamma: :class:`DiffusionLoss` name (``None``: the objective's,
+            :func:`~monai_synth.engines.recipe.default_loss`), Huber delta, min-SNR-gamma weighting (``None``: none).
+        optimizer, lr, betas, eps, weight_decay: a custom optimizer, otherwise Adam(lr, betas, eps, weight_decay).
+        ema_model, ema_decay, ema_warmup: a custom EMA model, otherwise one created from ``ema_decay`` /
+            ``ema_warmup`` (:mod:`monai_synth.handlers.ema`); ``ema_decay=None`` disables EMA.
+        grad_clip_norm, amp, amp_dtype: clip the gradient norm (``None``: no clipping); mixed precision (CUDA only;
+            MONAI's autocast + ``GradScaler``) in ``"bf16"`` or ``"fp16"`` (``None``: bf16 where the GPU supports it,
+            else fp16, :func:`amp_dtype_for`).
+        compile, channels_last: ``torch.compile`` inside MONAI's trainer (helps after a long first step); the
+            channels-last memory format (faster convolutions on tensor cores).
         checkpoint_dir, checkpoint_every, keep_last, resume: checkpointing.
         sample_dir, sample_every, sample_scheduler, sample_shape, sample_n_per_class, guidance_scale, sample_steps:
-            sample grids (``sample_dir=None`` disables them; the scheduler defaults to a DDIM copy of ``scheduler``,
-            or its Euler sampler for rectified flow; ``sample_steps=None``: 15 for a multistep solver, 50 otherwise).
+            sample grids (``sample_dir=None``: none); default sampler DDIM / Euler (flow), :func:`default_sample_steps`.
         sample_decode: ``(autoencoder, scale_factor)`` when the network is a latent model: grids are decoded.
-        image_key, label_key: batch keys.
-        progress: attach an Ignite ``ProgressBar``.
-        train_handlers: more handlers (e.g. MONAI's ``MLFlowHandler``).
-        generator: optional generator for noise/timesteps/label dropout.
+        image_key, label_key, progress: batch keys; attach an Ignite ``ProgressBar``.
+        train_handlers, generator: more handlers (e.g. MONAI's ``MLFlowHandler``); a generator for noise / t / dropout.
         decollate: decollate ``engine.state.output`` (MONAI's default; the MLflow handler expects a list).
 
     Returns:
         the trainer; call ``trainer.run()``.
     """
     device = torch.device(device)
-    label_key = None if num_classes is None else label_key
     if optimizer is None:
         optimizer = torch.optim.Adam(network.parameters(), lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
     if ema_model is None and ema_decay is not None:
@@ -349,24 +332,42 @@ def build_diffusion_trainer(
         sample_dir, sample_every, sample_scheduler, sample_shape, sample_n_per_class, guidance_scale, sample_steps,
         num_classes, progress, sample_decode,
     )  # fmt: skip
-    prepare = ClassConditionedPrepareBatch(scheduler, image_key, label_key, generator=generator)
-    weighted = snr_gamma is not None
-    if loss is None:
-        loss = default_loss("flow" if isinstance(scheduler, RFlowScheduler) else scheduler.prediction_type)
-    loss_fn = MinSNRWeightedLoss(loss, prepare, snr_gamma) if weighted else get_loss_function(loss, huber_delta)
+    labels = None if num_classes is None else label_key  # unconditional training reads no labels
+    prepare = ClassConditionedPrepareBatch(scheduler, image_key, labels, generator=generator)
+    loss_fn = _loss_function(loss, prepare, snr_gamma, huber_delta)
     use_amp = bool(amp) and device.type == "cuda"
-    if channels_last:
-        network = network.to(memory_format=torch.channels_last)
+    network = network.to(memory_format=torch.channels_last) if channels_last else network
     trainer = SupervisedTrainer(
         device=device, max_epochs=int(max_epochs), train_data_loader=train_data_loader, network=network,
-        optimizer=optimizer, loss_function=loss_fn, prepare_batch=prepare,
+        optimizer=optimizer, loss_function=loss_fn, prepare_batch=prepare, decollate=decollate,
         inferer=ClassConditionedDiffusionInferer(scheduler, num_classes, cond_drop_prob, generator=generator),
-        train_handlers=handlers + list(train_handlers or []), amp=use_amp,
-        amp_kwargs={"dtype": amp_dtype_for(device, amp_dtype)} if use_amp else None, compile=bool(compile),
-        decollate=decollate,
+        train_handlers=handlers + list(train_handlers or []), amp=use_amp, compile=bool(compile),
+        amp_kwargs={"dtype": amp_dtype_for(device, amp_dtype)} if use_amp else None,
     )  # fmt: skip
     trainer.ema_model = ema_model
     return trainer
+
+
+def _loss_function(
+    loss: str | DiffusionLoss | None,
+    prepare: ClassConditionedPrepareBatch,
+    snr_gamma: float | None = None,
+    huber_delta: float = 1.0,
+) -> torch.nn.Module:
+    """The loss module of :func:`build_diffusion_trainer`.
+
+    Args:
+        loss: :class:`DiffusionLoss` name; ``None``: :func:`~monai_synth.engines.recipe.default_loss` of the
+            objective of ``prepare.scheduler`` (``l2`` for rectified flow, ``l1`` for epsilon / v-prediction).
+        prepare: the trainer's prepare-batch (its scheduler, and the timesteps min-SNR weighting reads).
+        snr_gamma: min-SNR-gamma weighting (:class:`MinSNRWeightedLoss`; Huber uses delta 1); ``None``: none.
+        huber_delta: delta of the Huber loss.
+    """
+    if loss is None:
+        loss = default_loss("flow" if is_flow(prepare.scheduler) else prepare.scheduler.prediction_type)
+    if snr_gamma is not None:
+        return MinSNRWeightedLoss(loss, prepare, snr_gamma)
+    return get_loss_function(loss, huber_delta)
 
 
 def _trainer_handlers(
@@ -409,9 +410,8 @@ def _trainer_handlers(
             raise ValueError("`sample_shape` (C, *spatial) is required when `sample_dir` is set.")
         if sample_scheduler is None:
             sample_scheduler = sampler_from(scheduler, "rflow" if isinstance(scheduler, RFlowScheduler) else "ddim")
-        if sample_steps is None:  # 15 for a multistep solver, 50 for DDIM / DDPM / the flow's Euler sampler
-            multistep = isinstance(sample_scheduler, (DPMSolverMultistepScheduler, UniPCMultistepScheduler))
-            sample_steps = default_sample_steps("dpmpp_2m" if multistep else "ddim")
+        if sample_steps is None:
+            sample_steps = default_sample_steps(sample_scheduler)
         handlers.append(
             SampleGridHandler(
                 ema_model if ema_model is not None else network,

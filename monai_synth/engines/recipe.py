@@ -19,10 +19,10 @@ import torch
 from monai_synth.networks.autoencoder import build_autoencoder, default_autoencoder_channels, downsample_factor
 from monai_synth.networks.diffusion_unet import build_diffusion_unet
 from monai_synth.networks.schedulers import (
-    MULTISTEP_SAMPLERS,
     build_scheduler,
     check_sampler_fits,
     check_shift_fits,
+    is_multistep,
     sampler_from,
 )
 
@@ -76,16 +76,17 @@ def default_loss(prediction_type: str) -> str:
     return "l2" if prediction_type == "flow" else "l1"
 
 
-def default_sample_steps(sampler: str) -> int:
+def default_sample_steps(sampler: str | Any) -> int:
     """The default step count of a sampler: 15 for the multistep solvers (DPM-Solver++ / UniPC reach DDIM-50's FID
-    in 10-20 evaluations, Lu et al. 2022; measured in docs/performance.md), 50 for ``ddim``, ``ddpm`` and ``rflow``."""
-    return 15 if str(sampler).lower() in MULTISTEP_SAMPLERS else 50
+    in 10-20 evaluations, Lu et al. 2022; measured in docs/performance.md), 50 for ``ddim``, ``ddpm`` and ``rflow``;
+    ``sampler`` is a sampler name or a scheduler instance."""
+    return 15 if is_multistep(sampler) else 50
 
 
 def default_timestep_shift(sampler: str, prediction_type: str) -> float:
     """The default timestep shift: 0.5 for a multistep solver on a ``flow`` model (best of 0.33-2 on
     PneumoniaMNIST, docs/performance.md), 1 (the uniform grid) otherwise; the shift was not measured on VP models."""
-    return 0.5 if str(sampler).lower() in MULTISTEP_SAMPLERS and prediction_type == "flow" else 1.0
+    return 0.5 if is_multistep(sampler) and prediction_type == "flow" else 1.0
 
 
 @dataclass

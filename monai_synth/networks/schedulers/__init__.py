@@ -11,6 +11,7 @@ from .factory import (
     check_sampler_fits,
     check_shift_fits,
     ddim_from,
+    is_multistep,
     sampler_from,
 )
 from .multistep import DPMSolverMultistepScheduler, SDEDPMSolverMultistepScheduler, UniPCMultistepScheduler

@@ -8,6 +8,12 @@ from typing import Any
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler, Scheduler
 from monai.utils import StrEnum
 
+from monai_synth.networks.schedulers.multistep import (
+    DPMSolverMultistepScheduler,
+    SDEDPMSolverMultistepScheduler,
+    UniPCMultistepScheduler,
+)
+
 __all__ = [
     "MULTISTEP_SAMPLERS",
     "BoundedDDIMScheduler",
@@ -17,6 +23,7 @@ __all__ = [
     "check_sampler_fits",
     "check_shift_fits",
     "ddim_from",
+    "is_multistep",
     "sampler_from",
 ]
 
@@ -155,6 +162,13 @@ MULTISTEP_SAMPLERS = tuple(
 )
 
 
+def is_multistep(sampler: str | SamplerKind | Scheduler) -> bool:
+    """Whether ``sampler`` (a :class:`SamplerKind` name or a scheduler instance) is one of the multistep solvers."""
+    if isinstance(sampler, Scheduler):
+        return isinstance(sampler, (DPMSolverMultistepScheduler, UniPCMultistepScheduler))
+    return str(sampler).lower() in MULTISTEP_SAMPLERS
+
+
 def check_shift_fits(sampler: str, timestep_shift: float, where: str = "sampler_from") -> None:
     """Refuse a ``timestep_shift`` other than 1 for a sampler without a shiftable grid (only the multistep solvers).
 
@@ -163,7 +177,7 @@ def check_shift_fits(sampler: str, timestep_shift: float, where: str = "sampler_
     """
     if not (isinstance(timestep_shift, (int, float)) and math.isfinite(timestep_shift) and timestep_shift > 0):
         raise ValueError(f"{where}: `timestep_shift` must be a finite number > 0, got {timestep_shift!r}.")
-    if timestep_shift != 1 and str(sampler).lower() not in MULTISTEP_SAMPLERS:
+    if timestep_shift != 1 and not is_multistep(sampler):
         raise ValueError(
             f"{where}: `timestep_shift` {timestep_shift} needs a multistep solver ({', '.join(MULTISTEP_SAMPLERS)}), "
             f"got sampler {sampler!r}; set timestep_shift=1 or choose one of those samplers."
@@ -187,12 +201,6 @@ def sampler_from(
         ValueError: unknown ``kind``; ``rflow`` for a variance-preserving model; ``ddpm`` or ``ddim`` for a
             rectified-flow model; ``timestep_shift != 1`` for a sampler other than the multistep solvers.
     """
-    from monai_synth.networks.schedulers.multistep import (
-        DPMSolverMultistepScheduler,
-        SDEDPMSolverMultistepScheduler,
-        UniPCMultistepScheduler,
-    )
-
     key = str(kind).lower()
     options = [m.value for m in SamplerKind]
     if key not in options:
