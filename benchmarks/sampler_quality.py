@@ -84,18 +84,23 @@ def setting_eta(setting: dict, recipe) -> float:
     return float(setting.get("eta", recipe.sample_eta)) if setting["sampler"] == "ddim" else 0.0
 
 
+def solver_eta(setting: dict, recipe) -> float:
+    """The SDE solver's eta of a setting: its own ``eta``, else the recipe's; 1 (unused) for the other samplers."""
+    return float(setting.get("eta", recipe.sample_eta)) if setting["sampler"] == "sde_dpmpp_2m" else 1.0
+
+
 def sample_images(gen, recipe, setting: dict, counts: list[int], seed: int, batch: int) -> tuple[torch.Tensor, int]:
     """``sum(counts)`` images in [0, 1] (labels in class order) and the number of network evaluations per image.
 
     ``setting``: ``sampler``, ``steps``, ``w`` (CFG weight), ``interval`` (guidance interval or ``None``),
-    optionally ``shift`` (the multistep solvers' ``timestep_shift``, default 1) and, for DDIM, optionally ``eta``
-    (default: the recipe's) and ``clip`` (clip the predicted ``x_0`` to [-1, 1]; default ``True``, as the recipe
-    samples)."""
+    optionally ``shift`` (the multistep solvers' ``timestep_shift``, default 1) and, for DDIM and the SDE solver,
+    optionally ``eta`` (default: the recipe's) and ``clip`` (clip the predicted ``x_0`` to [-1, 1]; default
+    ``True``, as the recipe samples)."""
     from monai_synth.inferers.sampling import in_guidance_interval, sample
     from monai_synth.networks.schedulers import sampler_from
 
     sched = sampler_from(gen.scheduler, setting["sampler"], clip_sample=setting.get("clip", True),
-                         timestep_shift=setting.get("shift", 1.0))  # fmt: skip
+                         timestep_shift=setting.get("shift", 1.0), eta=solver_eta(setting, recipe))  # fmt: skip
     sched.set_timesteps(setting["steps"])
     cfg = setting["w"] != 1.0
     nfe = sum(2 if cfg and in_guidance_interval(sched, int(t), setting["interval"]) else 1 for t in sched.timesteps)

@@ -19,6 +19,7 @@ import torch
 from monai_synth.networks.autoencoder import build_autoencoder, default_autoencoder_channels, downsample_factor
 from monai_synth.networks.diffusion_unet import build_diffusion_unet
 from monai_synth.networks.schedulers import (
+    SamplerKind,
     build_scheduler,
     check_sampler_fits,
     check_shift_fits,
@@ -210,8 +211,10 @@ class DiffusionRecipe:
             ``sde_dpmpp_2m`` for ``flow`` models, ``ddim`` for the VP objectives.
         sample_steps: sampler steps (network evaluations, twice that where CFG applies); ``None``:
             :func:`default_sample_steps` (15 for the multistep solvers, 50 otherwise).
-        sample_eta: DDIM eta (Song et al. 2021, Eq. 16): 1 = DDPM-like stochastic steps, 0 = deterministic; only
-            used by the ``ddim`` sampler.
+        sample_eta: stochasticity of the ``ddim`` and ``sde_dpmpp_2m`` samplers, 1 = stochastic (DDPM-like steps,
+            the reverse SDE), 0 = deterministic (the ODE): DDIM's eta (Song et al. 2021, Eq. 16), and the SDE
+            solver's (:class:`~monai_synth.networks.schedulers.SDEDPMSolverMultistepScheduler`); unused by the
+            other samplers.
         timestep_shift: shift ``s`` of the multistep solvers' timestep grid, ``u -> s u / (1 + (s - 1) u)`` on the
             uniform grid in [0, 1] (Esser et al. 2024, Eq. 23); ``s < 1`` puts more steps at low noise (measured on
             28 px images in docs/performance.md); 1: the uniform grid. Only for ``dpmpp_*``, ``sde_dpmpp_2m`` and
@@ -388,11 +391,18 @@ class DiffusionRecipe:
         """The recipe's sampler on the schedule of ``trained`` (default: :meth:`build_scheduler`), with
         ``sample_steps`` set."""
         trained = trained if trained is not None else self.build_scheduler()
-        sched = sampler_from(trained, self.sampler, clip_sample=not self.is_latent, timestep_shift=self.timestep_shift)
+        sched = sampler_from(
+            trained,
+            self.sampler,
+            clip_sample=not self.is_latent,
+            timestep_shift=self.timestep_shift,
+            eta=self.sample_eta if self.sampler == SamplerKind.SDE_DPMPP_2M else 1.0,
+        )
         sched.set_timesteps(self.sample_steps)
         return sched
 
     @property
     def sampler_eta(self) -> float:
-        """``sample_eta`` for the ``ddim`` sampler, 0 for the deterministic ones."""
+        """The eta the sampling loop passes at each step: ``sample_eta`` for ``ddim``, else 0 (``sde_dpmpp_2m``
+        gets ``sample_eta`` when it is built, :meth:`sampling_scheduler`)."""
         return self.sample_eta if self.sampler == "ddim" else 0.0

@@ -185,7 +185,11 @@ def check_shift_fits(sampler: str, timestep_shift: float, where: str = "sampler_
 
 
 def sampler_from(
-    scheduler: Scheduler, kind: str | SamplerKind = "ddim", clip_sample: bool = True, timestep_shift: float = 1.0
+    scheduler: Scheduler,
+    kind: str | SamplerKind = "ddim",
+    clip_sample: bool = True,
+    timestep_shift: float = 1.0,
+    eta: float = 1.0,
 ) -> Scheduler:
     """A sampling scheduler of ``kind`` on the noise schedule of a trained ``scheduler`` (betas copied).
 
@@ -195,11 +199,15 @@ def sampler_from(
     rectified-flow ``scheduler``: the solvers then integrate the flow's ODE); ``rflow`` needs a rectified-flow
     ``scheduler`` (``RFlowScheduler``) and returns it (its Euler sampler). Call ``set_timesteps`` before sampling.
     ``timestep_shift`` shifts the multistep solvers' timestep grid (Esser et al. 2024, Eq. 23; see
-    :class:`~monai_synth.networks.schedulers.multistep.DPMSolverMultistepScheduler`).
+    :class:`~monai_synth.networks.schedulers.multistep.DPMSolverMultistepScheduler`). ``eta`` is the stochasticity
+    of ``sde_dpmpp_2m`` (1: the reverse SDE, 0: the ODE;
+    :class:`~monai_synth.networks.schedulers.multistep.SDEDPMSolverMultistepScheduler`); DDIM takes its eta at each
+    step instead (``eta`` of :func:`monai_synth.inferers.sample`).
 
     Raises:
         ValueError: unknown ``kind``; ``rflow`` for a variance-preserving model; ``ddpm`` or ``ddim`` for a
-            rectified-flow model; ``timestep_shift != 1`` for a sampler other than the multistep solvers.
+            rectified-flow model; ``timestep_shift != 1`` for a sampler other than the multistep solvers;
+            ``eta != 1`` for a sampler other than ``sde_dpmpp_2m``.
     """
     key = str(kind).lower()
     options = [m.value for m in SamplerKind]
@@ -208,6 +216,11 @@ def sampler_from(
     is_flow = isinstance(scheduler, RFlowScheduler)
     check_sampler_fits(key, is_flow, where=f"a {type(scheduler).__name__}")
     check_shift_fits(key, timestep_shift)
+    if eta != 1.0 and key != SamplerKind.SDE_DPMPP_2M:
+        raise ValueError(
+            f"`eta` {eta} is the stochasticity of 'sde_dpmpp_2m', not of {key!r}"
+            + (": pass DDIM's eta to the sampling loop (`sample(..., eta=...)`)." if key == SamplerKind.DDIM else ".")
+        )
     if key in (SamplerKind.DDPM, SamplerKind.RFLOW):
         return scheduler
     if key == SamplerKind.DDIM:
@@ -223,6 +236,7 @@ def sampler_from(
         solver_order=order,
         clip_sample=clip_sample,
         timestep_shift=timestep_shift,
+        **({"eta": eta} if key == SamplerKind.SDE_DPMPP_2M else {}),
     )
     if not is_flow:
         solver.betas, solver.alphas = scheduler.betas, scheduler.alphas
